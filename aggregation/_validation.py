@@ -1,0 +1,185 @@
+"""Input validation shared by every public entry point.
+
+Every check raises a ``ValueError`` or ``TypeError`` whose message names the
+argument, what was expected and what was received. Nothing here uses
+``assert``; nothing silently converts bad input into NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "as_tensor",
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_nonnegative",
+    "check_positive",
+    "compute_dtype",
+    "describe",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def describe(value: Any) -> str:
+    """A short description of ``value`` for error messages."""
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype solvers compute in: half precision is promoted to float32."""
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _ragged(value: Any) -> bool:
+    """True if a nested Python sequence has rows of different lengths."""
+    if not isinstance(value, (list, tuple)):
+        return False
+    lengths = set()
+    for item in value:
+        if isinstance(item, (list, tuple)):
+            lengths.add(len(item))
+            if _ragged(item):
+                return True
+        elif isinstance(item, (Tensor, np.ndarray)):
+            lengths.add(tuple(np.shape(item)))
+        else:
+            lengths.add(None)
+    return len(lengths) > 1
+
+
+def as_tensor(
+    value: Any,
+    name: str,
+    *,
+    min_dim: int = 0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """Convert ``value`` to a floating-point tensor, validating it.
+
+    Accepts tensors, NumPy arrays and (non-ragged) nested sequences of numbers.
+    Integer and boolean inputs are promoted to ``torch.get_default_dtype()``
+    (tensors) or float64 (NumPy arrays and Python lists, which are float64 at
+    heart); floating tensors keep their dtype unless ``dtype`` is given. The
+    caller's tensor is never modified in place.
+
+    Raises:
+        TypeError: ``value`` is not numeric, or is complex.
+        ValueError: ragged nesting, fewer than ``min_dim`` dimensions, or (with
+            ``finite=True``) NaN or infinite entries.
+    """
+    if isinstance(value, Tensor):
+        tensor = value
+    elif isinstance(value, np.ndarray):
+        if value.dtype == object or not (
+            np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_
+        ):
+            raise TypeError(f"{name} must be numeric; received {describe(value)}")
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+        if not tensor.is_floating_point():
+            tensor = tensor.to(torch.float64)
+    elif isinstance(value, (list, tuple, numbers.Number)):
+        if _ragged(value):
+            raise ValueError(
+                f"{name} must be a rectangular (non-ragged) nested sequence; "
+                f"received rows of different lengths: {describe(value)}"
+            )
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{name} could not be read as an array: {err}") from None
+        if array.dtype == object or not (
+            np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+        ):
+            raise TypeError(f"{name} must hold numbers; received {describe(value)}")
+        tensor = torch.from_numpy(array.astype(np.float64, copy=False))
+    else:
+        raise TypeError(
+            f"{name} must be a tensor, an array or a nested sequence of numbers; "
+            f"received {describe(value)}"
+        )
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real; received {describe(tensor)}")
+    if dtype is not None:
+        tensor = tensor.to(dtype)
+    elif not tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    if device is not None:
+        tensor = tensor.to(device)
+    if tensor.dim() < min_dim:
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimensions; received {describe(tensor)}"
+        )
+    if finite:
+        check_finite(tensor, name)
+    return tensor
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or infinite entries."""
+    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(
+            f"{name} must be finite; received {bad} NaN or infinite "
+            f"entr{'y' if bad == 1 else 'ies'} in {describe(tensor)}"
+        )
+
+
+def _is_real_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """Validate a nonnegative finite real number (a tolerance, say)."""
+    if not _is_real_number(value):
+        raise TypeError(f"{name} must be a real number; received {describe(value)}")
+    if not math.isfinite(float(value)) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; received {value!r}")
+    return float(value)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Validate a strictly positive finite real number (a temperature, say)."""
+    if not _is_real_number(value):
+        raise TypeError(f"{name} must be a real number; received {describe(value)}")
+    if not math.isfinite(float(value)) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; received {value!r}")
+    return float(value)
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Validate an integer in ``[minimum, maximum]`` (an iteration count, say)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer; received {describe(value)}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be an integer >= {minimum}{upper}; received {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """Validate that ``value`` is one of ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(choices)}; received {describe(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; received {value!r}")
+    return value

@@ -1,0 +1,19 @@
+"""Game definitions: finite normal-form games and the continuous scale game."""
+
+from .normal_form import (
+    NormalFormGame,
+    exploitability,
+    is_nash,
+    nash_conv,
+    regret,
+    validate_profile,
+)
+
+__all__ = [
+    "NormalFormGame",
+    "exploitability",
+    "is_nash",
+    "nash_conv",
+    "regret",
+    "validate_profile",
+]

@@ -1,0 +1,1 @@
+"""maha: Multiscale Aggregated Hierarchical Attention built on ``aggregation``."""
