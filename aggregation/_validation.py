@@ -179,7 +179,9 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     """Validate that ``value`` is one of ``choices``."""
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {list(choices)}; received {describe(value)}")
+        raise TypeError(
+            f"{name} must be a string, one of {list(choices)}; received {describe(value)}"
+        )
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; received {value!r}")
     return value

@@ -41,9 +41,7 @@ _LETTERS = string.ascii_letters
 
 
 def _infer_num_players(shape: torch.Size) -> int:
-    candidates = [
-        k for k in range(1, len(shape)) if len(shape) >= k + 1 and shape[-(k + 1)] == k
-    ]
+    candidates = [k for k in range(1, len(shape)) if len(shape) >= k + 1 and shape[-(k + 1)] == k]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -381,9 +379,7 @@ def _action_values(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> tuple[Te
 
 def _regret(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> Tensor:
     values = _action_values(payoffs, sigma, n)
-    regrets = [
-        (v.amax(-1) - (v * s).sum(-1)).clamp_min(0) for v, s in zip(values, sigma)
-    ]
+    regrets = [(v.amax(-1) - (v * s).sum(-1)).clamp_min(0) for v, s in zip(values, sigma)]
     return torch.stack(torch.broadcast_tensors(*regrets), dim=-1)
 
 
