@@ -49,8 +49,11 @@ def _infer_num_players(shape: torch.Size) -> int:
             "payoffs must have shape (*batch, N, A_1, ..., A_N) with N players; "
             f"received shape {tuple(shape)}, which fits no N"
         )
+    readings = ", ".join(
+        f"N={k} with batch shape {tuple(shape[: len(shape) - k - 1])}" for k in candidates
+    )
     raise ValueError(
-        f"payoffs of shape {tuple(shape)} fit several player counts {candidates}; "
+        f"payoffs of shape {tuple(shape)} can be read several ways ({readings}); "
         "pass num_players explicitly"
     )
 

@@ -1,0 +1,173 @@
+"""Statement 9 (proofs/09_flops.md): FLOPs of the layer against standard attention."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
+
+import maha
+from maha.flops import maha_flops as maha_flops_lib
+from maha.flops import standard_attention_flops
+
+
+def maha_flops(N, d, L, r, w, *, causal=False, game=False, dense=False, wrong=False):
+    """(core, total) FLOPs of statement 9 (ii); ``wrong`` counts w keys per local query."""
+    n = [N]
+    for _ in range(L - 1):
+        n.append(math.ceil(n[-1] / r))
+    core = 0
+    for l, m in enumerate(n):
+        if w is None or m <= w or l == L - 1:
+            core += 4 * d * m * m
+        elif wrong:
+            core += 4 * d * m * w
+        else:
+            core += 4 * d * math.ceil(m / w) * w * (2 if causal else 3) * w
+    fuse = 2 * N * L * d if L > 1 else 0  # a single scale is not fused
+    rest = 4 * N * d * d + 4 * d * d * sum(n) + decomposition_flops(N, d, L, r, dense=dense) + fuse
+    if game and L > 1:
+        rest += 2 * N * L * d + 2 * N * L * L * d
+    return core, core + rest
+
+
+def decomposition_flops(N, d, L, r, *, dense=False):
+    """Decomposition of X and of V: 2 r d (depthwise) or 2 r d^2 (dense) per output row, twice."""
+    n = [N]
+    for _ in range(L - 1):
+        n.append(math.ceil(n[-1] / r))
+    return (4 * r * d * d if dense else 4 * r * d) * sum(n[1:])
+
+
+def std_flops(N, d):
+    return 4 * N * N * d, 8 * N * d * d + 4 * N * N * d
+
+
+def _count(module, x, *args, **kwargs) -> int:
+    with FlopCounterMode(display=False) as counter:
+        module(x, *args, **kwargs)
+    return counter.get_total_flops()
+
+
+CONFIGS = [
+    # N, d, H, L, r, window, decomposition
+    (256, 32, 4, 3, 2, 16, "conv"),
+    (100, 16, 2, 4, 3, 8, "conv"),
+    (64, 16, 2, 2, 2, None, "conv"),
+    (130, 24, 3, 3, 2, 20, "dense_conv"),
+    (4096, 256, 4, 4, 2, 64, "conv"),
+]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("N", "d", "H", "L", "r", "w", "decomposition"), CONFIGS)
+def test_formula_matches_flop_counter(N, d, H, L, r, w, decomposition, causal):
+    layer = maha.MAHAAttention(
+        d, H, L, r, w, strategy="mean", causal=causal, decomposition=decomposition, device="meta"
+    )
+    batch = 2
+    x = torch.empty(batch, N, d, device="meta")
+    counted = _count(layer, x) // batch
+    dense = decomposition == "dense_conv"
+    _, total = maha_flops(N, d, L, r, w, causal=causal, dense=dense)
+    # maha computes the depthwise decomposition as a broadcast product and sum, which
+    # FlopCounterMode does not see; what the counter sees of it is all of it or nothing.
+    seen = 2 * _count(layer.decomposition, x) // batch  # applied to X and to V
+    assert seen in (0, decomposition_flops(N, d, L, r, dense=dense))
+    assert counted + decomposition_flops(N, d, L, r, dense=dense) - seen == total
+    # The game strategies add the utilities and the Gram matrix (O(N L^2 d)).
+    game_layer = maha.MAHAAttention(d, H, L, r, w, strategy="nash", device="meta")
+    o = torch.empty(batch, N, H, L, d // H, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        game_layer.fusion.game_inputs(o)
+    assert counter.get_total_flops() // batch == 2 * N * L * d + 2 * N * L * L * d
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("N", "d", "H"), [(64, 16, 2), (4096, 256, 4)])
+def test_standard_attention_formula(N, d, H, causal):
+    layer = maha.StandardAttention(d, H, device="meta")
+    x = torch.empty(1, N, d, device="meta")
+    assert _count(layer, x, is_causal=causal) == std_flops(N, d)[1]
+    # Statement 9 (v), as computed by the formula that the counter just confirmed.
+    if N == 4096:
+        core, total = maha_flops(N, d, 4, 2, 64, causal=causal, game=True)
+        std_core, std_total = std_flops(N, d)
+        assert core / std_core <= 0.1 and total / std_total <= 0.251
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 50_000),
+    st.sampled_from([16, 64, 256]),
+    st.integers(1, 6),
+    st.integers(2, 4),
+    st.integers(1, 256),
+    st.booleans(),
+)
+def test_bounds_and_asymptotics(N, d, L, r, w, causal):
+    c = 2 if causal else 3
+    n = [N]
+    for _ in range(L - 1):
+        n.append(math.ceil(n[-1] / r))
+    assert sum(n) < N * r / (r - 1) + L - 1 + 1e-9 or L == 1
+    core, total = maha_flops(N, d, L, r, w, causal=causal, game=True)
+    fuse = 4 * N * L * d + 2 * N * L * L * d
+    bound = (
+        4 * N * d * d * (1 + r / (r - 1))
+        + 4 * r * d * N / (r - 1)
+        + 4 * d * c * w * (N * r / (r - 1) + L * (w + 1))
+        + 4 * d * (N / r ** (L - 1) + 1) ** 2
+        + fuse
+        + 4 * L * (d * d + r * d)
+    )
+    assert total <= bound
+    # The core ratio tends to r^(-2(L-1)) as N grows at fixed w.
+    big = 10**9
+    core_big, _ = maha_flops(big, d, L, r, w, causal=causal)
+    limit = r ** (-2 * (L - 1))
+    assert abs(core_big / std_flops(big, d)[0] - limit) <= 1e-3 * limit + 4 * c * w * r / big
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 20_000),
+    st.sampled_from([(16, 2), (64, 4), (256, 4)]),
+    st.integers(1, 5),
+    st.integers(2, 4),
+    st.one_of(st.none(), st.integers(1, 128)),
+    st.booleans(),
+    st.sampled_from(["mean", "nash", "convex"]),
+    st.sampled_from(["conv", "dense_conv"]),
+)
+def test_library_formula_matches_statement(N, dH, L, r, w, causal, strategy, decomposition):
+    d, H = dH
+    game = strategy != "mean"
+    ours = maha_flops(N, d, L, r, w, causal=causal, game=game, dense=decomposition == "dense_conv")
+    theirs = maha_flops_lib(
+        N, d, H, L, r, w, causal=causal, strategy=strategy, decomposition=decomposition
+    )
+    # maha.flops reports the depthwise decomposition as ``elementwise`` (not counted).
+    assert (theirs.core, theirs.counted + theirs.elementwise) == ours
+    std = standard_attention_flops(N, d)
+    assert (std.core, std.counted) == std_flops(N, d)
+
+
+def test_wrong_formula_is_rejected():
+    # Counting w keys per local query (ignoring the blockwise c*w keys) undercounts,
+    # and the counter catches it; so does forgetting the padded tail block.
+    layer = maha.MAHAAttention(32, 4, 3, 2, 16, strategy="mean", device="meta")
+    x = torch.empty(1, 250, 32, device="meta")
+    unseen = decomposition_flops(250, 32, 3, 2) - 2 * _count(layer.decomposition, x)
+    counted = _count(layer, x) + unseen
+    assert counted == maha_flops(250, 32, 3, 2, 16)[1]
+    assert counted != maha_flops(250, 32, 3, 2, 16, wrong=True)[1]
+    exact_rows = maha_flops(250, 32, 3, 2, 16)[1] - 4 * 32 * (256 - 250) * 3 * 16
+    assert counted != exact_rows
+    # window=None (the paper's full attention per scale) costs more than standard attention.
+    core, _ = maha_flops(4096, 256, 4, 2, None)
+    assert core > std_flops(4096, 256)[0]
