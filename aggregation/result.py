@@ -107,10 +107,10 @@ class EquilibriumResult:
                 f"iterations={int(self.iterations)})"
             )
         done = int(self.converged.sum())
+        worst = float(self.max_regret.max()) if self.converged.numel() else 0.0
         return (
             f"EquilibriumResult(method={self.method!r}, batch_shape={tuple(self.batch_shape)}, "
-            f"converged={done}/{self.converged.numel()}, "
-            f"max_regret={float(self.max_regret.max()):.3g}, tol={self.tol:g})"
+            f"converged={done}/{self.converged.numel()}, max_regret={worst:.3g}, tol={self.tol:g})"
         )
 
 

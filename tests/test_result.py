@@ -60,3 +60,15 @@ def test_equilibrium_set_layout_and_list_view():
     (eq,) = list(one)
     assert eq.strategies[0].tolist() == [1.0, 0.0]
     assert bool(eq.converged)
+
+
+def test_repr_of_an_empty_batch():
+    empty = EquilibriumResult(
+        strategies=(torch.zeros(0, 2),),
+        regret=torch.zeros(0, 1),
+        converged=torch.zeros(0, dtype=torch.bool),
+        iterations=torch.zeros(0, dtype=torch.int64),
+        method="demo",
+        tol=1e-6,
+    )
+    assert "converged=0/0" in repr(empty)

@@ -1,0 +1,119 @@
+"""Batched simplex tableaux: the lexicographic ratio test and the pivot.
+
+Shared by :func:`~aggregation.lemke_howson` and
+:func:`~aggregation.linear_program`. A batch of tableaux is stored *batch
+last*, ``T`` of shape ``(R, C, N)``: row ``r`` of game ``g`` is the equation
+``sum_c T[r, c, g] z_c = T[r, C - 1, g]`` (the last column is the right-hand
+side) whose basic variable is ``basis[r, g]``. Batch-last keeps every update
+a contiguous, vectorised loop over games; a game whose ``active`` flag is
+False is left exactly unchanged (it is *frozen*), so all games pivot together
+and finished ones are masked out.
+
+The ratio test is lexicographic (Dantzig, Orden and Wolfe 1955; von Stengel
+2002, section 3.5): among the rows with a positive entry in the entering
+column it minimises the row vector ``(rhs, B^{-1} columns) / entry``
+lexicographically, reading ``B^{-1}`` from the columns of the initial basis.
+This is equivalent to perturbing the right-hand side by ``(eps, eps^2, ...)``
+and makes every basis nondegenerate, so pivoting never cycles. Ties are
+decided with a relative tolerance (``tie_tol``) rather than exact equality,
+and entries below ``piv_tol`` are never pivoted on (tolerant pivoting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["PIV_TOL", "TIE_TOL", "pivot_", "ratio_test", "swap_basis_"]
+
+#: Entries of the entering column at or below this are not pivot candidates.
+PIV_TOL = 1e-11
+#: Two ratios within this relative distance are a tie (a degenerate pivot).
+TIE_TOL = 1e-9
+#: Added to the numerator of non-candidate rows so that their ratio overflows to +inf.
+_HUGE = 1e300
+
+
+def ratio_test(
+    T: Tensor,
+    col: Tensor,
+    lex_cols: list[int],
+    active: Tensor,
+    *,
+    piv_tol: float = PIV_TOL,
+    tie_tol: float = TIE_TOL,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Lexicographic minimum-ratio test, batched.
+
+    Args:
+        T: ``(R, C, N)`` tableaux (only the rows that take part: the caller
+            slices off an objective row).
+        col: ``(R, N)`` the entering column.
+        lex_cols: the columns of the initial basis, in the order that breaks
+            ties (the columns of ``B^{-1}``).
+        active: ``(N,)`` bool, games still pivoting.
+
+    Returns:
+        ``(row, ok, tie)``: ``(N,)`` leaving row; ``(N,)`` bool, a positive
+        entry existed (False: the ray is unbounded / numerically lost);
+        ``(N,)`` bool, the plain ratio test was tied (a degenerate pivot).
+    """
+    R = col.shape[0]
+    pos = (col > piv_tol) & active  # (R, N)
+    # ratio = rhs / col on the candidates, overflow to +inf elsewhere (arithmetic
+    # instead of a 2-D torch.where, which is an order of magnitude slower on CPU).
+    rhs = T[:, -1, :].clamp_min(0)  # (R, N) rounding can leave -1e-17
+    ratio = (rhs + (~pos).to(col.dtype) * _HUGE) / col.clamp_min(piv_tol)  # (R, N)
+    best = ratio.amin(0)  # (N,)
+    cand = pos & (ratio <= best + tie_tol * (1 + best))  # (R, N)
+    tie = cand.sum(0) > 1  # (N,)
+    if bool(tie.any()):
+        inf = torch.full_like(col, float("inf"))
+        for j in lex_cols:
+            key = torch.where(cand, T[:, j, :] / col, inf)  # (R, N)
+            low = key.amin(0)  # (N,)
+            cand = cand & (key <= low + tie_tol * (1 + low.abs()))
+            if not bool((cand.sum(0) > 1).any()):
+                break
+    # The first remaining candidate (argmax along dim 0 is slow on CPU).
+    weight = torch.arange(R, 0, -1, dtype=col.dtype, device=col.device).view(R, 1)
+    row = R - (cand * weight).amax(0).to(torch.int64)  # (N,)
+    return row.clamp_max(R - 1), pos.any(0), tie
+
+
+def pivot_(T: Tensor, row: Tensor, col: Tensor, active: Tensor) -> None:
+    """Pivot every active tableau in place on ``(row, entering column)``.
+
+    ``T[row] <- T[row] / col[row]``; every other row ``r``:
+    ``T[r] <- T[r] - col[r] * T[row]``. Inactive games are unchanged.
+
+    Args:
+        T: ``(R, C, N)``.
+        row: ``(N,)`` pivot row.
+        col: ``(R, N)`` the entering column (before the pivot).
+        active: ``(N,)`` bool.
+    """
+    R, C, N = T.shape
+    index = row.view(1, 1, N).expand(1, C, N)
+    old = T.gather(0, index).squeeze(0)  # (C, N)
+    p = col.gather(0, row.view(1, N)).squeeze(0)  # (N,)
+    p = torch.where(active, p, torch.ones_like(p))
+    new = old / p  # (C, N); == old for inactive games
+    T.addcmul_((col * active).unsqueeze(1), new.unsqueeze(0), value=-1.0)  # (R, C, N)
+    T.scatter_(0, index, new.unsqueeze(0))
+
+
+def swap_basis_(basis: Tensor, row: Tensor, entering: Tensor, active: Tensor) -> Tensor:
+    """Record the entering variable in ``basis`` (in place); return the leaving one.
+
+    Args:
+        basis: ``(R, N)`` int64 basic variable of each row.
+        row, entering: ``(N,)`` int64.
+        active: ``(N,)`` bool; inactive games keep their basis.
+
+    Returns:
+        ``(N,)`` the variable that left (for inactive games: the current one).
+    """
+    leaving = basis.gather(0, row.view(1, -1)).squeeze(0)  # (N,)
+    basis.scatter_(0, row.view(1, -1), torch.where(active, entering, leaving).view(1, -1))
+    return leaving

@@ -1,0 +1,136 @@
+"""Support enumeration: all Nash equilibria of nondegenerate bimatrix games, batched."""
+
+from __future__ import annotations
+
+from math import comb
+
+import torch
+from torch import Tensor
+
+from ..games.normal_form import NormalFormGame
+from ..result import EquilibriumSet
+from ._bimatrix import finish_set
+from ._vertices import extreme_equilibria, side_candidates, side_tables, solve_size
+from .vertex_enumeration import prepare
+
+__all__ = ["support_enumeration"]
+
+
+def support_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSet:
+    """All Nash equilibria of every bimatrix game of a batch, by their supports.
+
+    For supports ``I`` (rows) and ``J`` (columns) of equal size ``k`` solve the
+    indifference systems
+
+        A[I, J] y_J = u 1,  1^T y_J = 1,      x_I^T B[I, J] = v 1^T,  1^T x_I = 1,
+
+    and keep ``(x, y)`` when ``x, y >= 0`` and no pure strategy does better:
+    ``A y <= u``, ``B^T x <= v`` (Mangasarian 1964; Nisan et al. 2007, Alg. 3.4).
+    All ``C(m + n, m) - 1`` support pairs of all games are tested at once: the
+    solutions are ratios of bordered minors, built for every support by one
+    batched Laplace recursion, so the test is a vectorised sign check (see
+    ``aggregation/algorithms/_vertices.py``); the survivors are re-solved by LU
+    and returned only if their regret is at most ``tol`` for both players.
+
+    Degenerate games. In a nondegenerate game every equilibrium has supports of
+    equal size and is found exactly once. In a degenerate game (some mixed
+    strategy with ``k`` actions in its support has more than ``k`` pure best
+    responses, detected per game and reported in ``degenerate``) equilibria
+    can have supports of unequal size and come in continua. There one of the
+    two indifference systems on the supports ``(I, J)`` is underdetermined, so
+    the strategy is pinned by best responses outside the other support: ``x``
+    with support ``I`` solves the square system on ``(I, K)`` for a set
+    ``K`` of ``|I|`` columns that are best responses to ``x`` (``K`` need not
+    equal ``J``), and ``y`` likewise on ``(L, J)``. For every game flagged
+    degenerate the function therefore also pairs all such ``x`` and ``y``
+    candidates whose best responses cover each other's supports (the
+    completely labelled vertex pairs of :func:`vertex_enumeration`). What is
+    guaranteed there: every extreme equilibrium is returned, each once, with
+    supports of equal or unequal size; a continuum is represented by its
+    extreme points only (a point strictly inside it is not returned); every
+    returned profile has regret ``<= tol``. Zero tests use a tolerance of
+    ``1e-9`` in normalised payoff units (payoffs centred, max-abs entry 1), so a
+    probability of ``-1e-17`` is zero, not a rejection.
+
+    Args:
+        game: a two-player :class:`~aggregation.NormalFormGame` with payoffs
+            ``(*batch, 2, m, n)``; ``m + n <= 62``.
+        tol: regret tolerance (payoff units) every returned profile meets.
+
+    Returns:
+        An :class:`~aggregation.EquilibriumSet` (layout as in
+        :func:`vertex_enumeration`): strategies ``(*batch, E, m)``,
+        ``(*batch, E, n)`` in the game's dtype, ``regret (*batch, E, 2)``,
+        ``valid``, ``count``, ``degenerate``, ``info["rejected"]``.
+
+    Raises:
+        TypeError: ``game`` is not a NormalFormGame, ``tol`` not a number.
+        ValueError: ``game`` does not have two players, ``m + n > 62``, ``tol < 0``.
+
+    Example:
+        >>> import torch
+        >>> from aggregation import NormalFormGame, support_enumeration
+        >>> rps = NormalFormGame.zero_sum([[0., -1., 1.], [1., 0., -1.], [-1., 1., 0.]])
+        >>> eqs = support_enumeration(rps)
+        >>> int(eqs.count), eqs.strategies[0][0].tolist()
+        (1, [0.3333333333333333, 0.3333333333333333, 0.3333333333333333])
+
+    References:
+        O. L. Mangasarian (1964), "Equilibrium points of bimatrix games", J. SIAM
+        12; N. Nisan, T. Roughgarden, E. Tardos, V. Vazirani (2007), Algorithmic
+        Game Theory, ch. 3 (B. von Stengel).
+    """
+    game, tol, payoffs, A, Bt = prepare(game, tol, "support_enumeration")
+    m, n = game.num_actions
+    N = payoffs.shape[0]
+    # The dense feasibility masks hold C(m + n, m) bools per game and side: chunk the batch.
+    chunk = max(1, _MASK_BYTES // comb(m + n, m))
+    parts = [
+        _equal_supports(A[s : s + chunk], Bt[s : s + chunk]) for s in range(0, max(N, 1), chunk)
+    ]
+    starts = range(0, max(N, 1), chunk)
+    g = torch.cat([p[0] + s for p, s in zip(parts, starts)])
+    x = torch.cat([p[1] for p in parts])
+    y = torch.cat([p[2] for p in parts])
+    degenerate = torch.cat([p[3] for p in parts])  # (N,)
+    if bool(degenerate.any()):
+        # Supports of unequal size: completely labelled vertex pairs.
+        sub = torch.nonzero(degenerate).flatten()
+        dg, dx, dy, _ = extreme_equilibria(A[sub], Bt[sub])
+        g, x, y = torch.cat([g, sub[dg]]), torch.cat([x, dx]), torch.cat([y, dy])
+    order = torch.argsort(g, stable=True)
+    return finish_set(
+        game, tol, payoffs, g[order], x[order], y[order], degenerate, "support_enumeration"
+    )
+
+
+#: Bytes of dense feasibility mask per side and chunk of games.
+_MASK_BYTES = 1 << 26
+
+
+def _equal_supports(A: Tensor, Bt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Equilibria with supports of equal size of nondegenerate games, and the flags.
+
+    Args:
+        A: ``(N, m, n)``, Bt: ``(N, n, m)`` normalised matrices.
+
+    Returns:
+        ``(game (E,), x (E, m), y (E, n), degenerate (N,))``, float64 strategies.
+    """
+    N, m, n = A.shape
+    ty, tx = side_tables(m, n), side_tables(n, m)
+    ydense = side_candidates(A, ty, sparse=False)
+    xdense = side_candidates(Bt, tx, sparse=False)
+    degenerate = ydense.degenerate | xdense.degenerate  # (N,)
+    games, xs, ys = [], [], []
+    for k in range(1, min(m, n) + 1):
+        a_k, b_k = comb(m, k), comb(n, k)
+        # Supports (I, J): the y-basis (L = I, J) and the x-basis (K = J, I).
+        x_feasible = xdense.dense[k - 1].view(b_k, a_k, N).transpose(0, 1).reshape(a_k * b_k, N)
+        both = ydense.dense[k - 1] & x_feasible & ~degenerate  # (a_k * b_k, N)
+        idx, g = torch.nonzero(both, as_tuple=True)
+        a, b = idx // b_k, idx % b_k  # row-support and column-support indices
+        games.append(g)
+        ys.append(solve_size(A, ty, k, g, a, b))  # (E_k, n)
+        xs.append(solve_size(Bt, tx, k, g, b, a))  # (E_k, m)
+    return torch.cat(games), torch.cat(xs), torch.cat(ys), degenerate

@@ -1,0 +1,452 @@
+"""Finite-game solvers: our batched solvers against nashpy's and Gambit's per-game loops.
+
+Jobs (per-game time; ratio = fastest peer / ours, measured in the same run):
+
+* one equilibrium: ``lemke_howson`` vs nashpy ``lemke_howson`` and Gambit
+  ``lcp_solve(rational=False, stop_after=1)`` (3x3 and 6x6);
+* all equilibria: ``support_enumeration`` (and ``vertex_enumeration``) vs Gambit
+  ``enummixed_solve(rational=False)`` and nashpy ``support_enumeration``;
+* zero-sum: ``linear_program`` vs Gambit ``lp_solve(rational=False)`` and
+  ``scipy.optimize.linprog``;
+* fictitious play: ``fictitious_play`` vs nashpy ``fictitious_play``, per 1,000
+  iterations of a 3x3 game;
+* three players (3x3x3): ``logit_qre(tol=1e-6)`` vs Gambit ``logit_solve``,
+  ``gnm_solve`` and ``ipa_solve``.
+
+Ours solve the whole batch (``--games``, default 10,000 random games with
+uniform payoffs, float64) in one call: best of ``--repeats`` runs after a
+warm-up. The peers loop over a sample (``--peer-sample`` games; slower peers
+on a smaller one), their per-game time is the sample's mean, and game
+objects are built before the clock starts. Targets (issue 2): >= 30x for
+Lemke-Howson, >= 10x all equilibria, >= 10x zero-sum, >= 100x fictitious play,
+>= 30x logit QRE at regret <= 1e-6.
+
+Threads: by default torch's own thread count. On a busy machine (load above
+the core count) every parallel torch op waits for a descheduled worker thread,
+which makes ours 2-30x slower and erratic; ``--threads 1`` then gives stable
+numbers. The JSON records the thread count and the load average.
+
+Writes ``solvers.json`` and ``solvers.md`` to ``benchmarks/results/``.
+
+    python benchmarks/solvers.py              # a few minutes on an idle 2-core CPU
+    python benchmarks/solvers.py --threads 1  # on a shared, busy machine
+    python benchmarks/solvers.py --quick      # seconds: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import aggregation
+from aggregation import (
+    NormalFormGame,
+    lemke_howson,
+    linear_program,
+    support_enumeration,
+    vertex_enumeration,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {
+    "one equilibrium": 30.0,
+    "all equilibria": 10.0,
+    "zero-sum": 10.0,
+    "fictitious play": 100.0,
+    "3-player": 30.0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--games", type=int, default=10_000, help="batch size of our solvers")
+    p.add_argument("--sizes", type=int, nargs="+", default=[3, 6], help="square game sizes")
+    p.add_argument("--peer-sample", type=int, default=300, help="games per peer loop")
+    p.add_argument("--slow-sample", type=int, default=20, help="games for very slow peers")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of ours (best kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    args = p.parse_args(argv)
+    if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
+        args.games, args.peer_sample, args.slow_sample, args.repeats = 200, 10, 3, 1
+        args.threads = 1 if args.threads is None else args.threads
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """The machine and library versions the numbers belong to."""
+    import nashpy
+    import pygambit
+    import scipy
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "aggregation": aggregation.__version__,
+        "nashpy": nashpy.__version__,
+        "pygambit": pygambit.__version__,
+        "scipy": scipy.__version__,
+        "numpy": np.__version__,
+    }
+
+
+# ------------------------------------------------------------------ timing
+def time_ours(fn: Callable[[], Any], warmup: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` calls (after one warm-up call) and the last output."""
+    warmup()
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Interrupt a pure-Python peer (nashpy's pivoting can cycle forever)."""
+
+    def handler(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def time_peer(name: str, call: Callable[[Any], Any], items: list, progress: bool, limit: float):
+    """Mean seconds per item of ``call``; items that time out count at the limit."""
+    from tqdm import tqdm
+
+    failures = 0
+    total = 0.0
+    bar = tqdm(items, desc=f"  {name}", leave=False, disable=not progress, file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for item in bar:
+            start = time.perf_counter()
+            try:
+                with time_limit(limit):
+                    call(item)
+            except _Timeout:
+                failures += 1
+            total += time.perf_counter() - start
+    return total / max(len(items), 1), failures
+
+
+# ------------------------------------------------------------------ games
+def bimatrix(rng: np.random.Generator, count: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.random((count, k, k)), rng.random((count, k, k))
+
+
+def gambit_games(*arrays: np.ndarray) -> list:
+    import pygambit
+
+    return [pygambit.Game.from_arrays(*(a[i] for a in arrays)) for i in range(len(arrays[0]))]
+
+
+def scipy_maximin(A: np.ndarray) -> float:
+    from scipy.optimize import linprog
+
+    m, n = A.shape
+    c = np.zeros(m + 1)
+    c[-1] = -1.0
+    res = linprog(
+        c,
+        A_ub=np.hstack([-A.T, np.ones((n, 1))]),
+        b_ub=np.zeros(n),
+        A_eq=np.hstack([np.ones((1, m)), np.zeros((1, 1))]),
+        b_eq=[1.0],
+        bounds=[(0, None)] * m + [(None, None)],
+    )
+    return float(res.x[-1])
+
+
+# ------------------------------------------------------------------ jobs
+def job_row(job: str, size: str, ours: dict, peers: dict, notes: str = "") -> dict[str, Any]:
+    fastest = min(peers, key=lambda k: peers[k]["us_per_game"])
+    ratio = peers[fastest]["us_per_game"] / ours["us_per_game"]
+    target = TARGETS[job]
+    return {
+        "job": job,
+        "size": size,
+        "ours": ours,
+        "peers": peers,
+        "fastest_peer": fastest,
+        "ratio_vs_fastest": ratio,
+        "target": target,
+        "met": bool(ratio >= target),
+        "notes": notes,
+    }
+
+
+def run_two_player(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
+    import nashpy
+    import pygambit
+
+    N, S = args.games, args.peer_sample
+    A, B = bimatrix(rng, N, k)
+    game = NormalFormGame.bimatrix(torch.from_numpy(A), torch.from_numpy(B))
+    small = game[:8]
+    rows = []
+    sample_g = gambit_games(A[:S], B[:S])
+    sample_n = [nashpy.Game(A[i], B[i]) for i in range(S)]
+    size = f"{k}x{k}"
+
+    # One equilibrium.
+    t, res = time_ours(lambda: lemke_howson(game), lambda: lemke_howson(small), args.repeats)
+    ours = {
+        "solver": "lemke_howson(label=0)",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "converged": float(res.converged.double().mean()),
+        "max_pivots": int(res.iterations.max()),
+    }
+    nash_t, nash_fail = time_peer(
+        "nashpy lemke_howson", lambda g: g.lemke_howson(initial_dropped_label=0), sample_n,
+        progress, 1.0,
+    )  # fmt: skip
+    gbt_t, _ = time_peer(
+        "gambit lcp_solve",
+        lambda g: pygambit.nash.lcp_solve(g, rational=False, stop_after=1),
+        sample_g,
+        progress,
+        10.0,
+    )
+    peers = {
+        "nashpy.lemke_howson": {"us_per_game": 1e6 * nash_t, "games": S, "timeouts": nash_fail},
+        "gambit.lcp_solve": {"us_per_game": 1e6 * gbt_t, "games": S},
+    }
+    rows.append(job_row("one equilibrium", size, ours, peers))
+
+    # All equilibria.
+    t, res = time_ours(
+        lambda: support_enumeration(game), lambda: support_enumeration(small), args.repeats
+    )
+    tv, _ = time_ours(lambda: vertex_enumeration(game), lambda: vertex_enumeration(small), 1)
+    ours = {
+        "solver": "support_enumeration",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "mean_equilibria": float(res.count.double().mean()),
+        "vertex_enumeration_us_per_game": 1e6 * tv / N,
+    }
+    gbt_t, _ = time_peer(
+        "gambit enummixed_solve",
+        lambda g: pygambit.nash.enummixed_solve(g, rational=False),
+        sample_g,
+        progress,
+        10.0,
+    )
+    slow = S if k <= 4 else args.slow_sample
+    nash_t, _ = time_peer(
+        "nashpy support_enumeration",
+        lambda g: list(g.support_enumeration()),
+        sample_n[:slow],
+        progress,
+        60.0,
+    )
+    peers = {
+        "gambit.enummixed_solve": {"us_per_game": 1e6 * gbt_t, "games": S},
+        "nashpy.support_enumeration": {"us_per_game": 1e6 * nash_t, "games": slow},
+    }
+    rows.append(job_row("all equilibria", size, ours, peers))
+
+    # Zero-sum.
+    zgame = NormalFormGame.zero_sum(torch.from_numpy(A))
+    zsmall = zgame[:8]
+    t, res = time_ours(lambda: linear_program(zgame), lambda: linear_program(zsmall), args.repeats)
+    ours = {
+        "solver": "linear_program",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "converged": float(res.converged.double().mean()),
+    }
+    zsample = gambit_games(A[:S], -A[:S])
+    gbt_t, _ = time_peer(
+        "gambit lp_solve",
+        lambda g: pygambit.nash.lp_solve(g, rational=False),
+        zsample,
+        progress,
+        10.0,
+    )
+    sp_t, _ = time_peer("scipy linprog", scipy_maximin, list(A[:S]), progress, 10.0)
+    peers = {
+        "gambit.lp_solve": {"us_per_game": 1e6 * gbt_t, "games": S},
+        "scipy.linprog": {"us_per_game": 1e6 * sp_t, "games": S},
+    }
+    rows.append(job_row("zero-sum", size, ours, peers))
+    return rows
+
+
+def run_fictitious_play(args, rng, progress: bool) -> dict[str, Any] | None:
+    fictitious_play = getattr(aggregation, "fictitious_play", None)
+    if fictitious_play is None:
+        print("  fictitious play: aggregation.fictitious_play is not available yet; skipped")
+        return None
+    import nashpy
+
+    N, S = args.games, max(3, args.peer_sample // 6)
+    A, B = bimatrix(rng, N, 3)
+    game = NormalFormGame.bimatrix(torch.from_numpy(A), torch.from_numpy(B))
+    t, res = time_ours(
+        lambda: fictitious_play(game, iterations=1000),
+        lambda: fictitious_play(game[:8], iterations=1000),
+        args.repeats,
+    )
+    ours = {"solver": "fictitious_play(iterations=1000)", "us_per_game": 1e6 * t / N, "games": N}
+    sample = [nashpy.Game(A[i], B[i]) for i in range(S)]
+
+    def nashpy_fp(g):
+        for _ in g.fictitious_play(iterations=1000):
+            pass
+
+    nash_t, _ = time_peer("nashpy fictitious_play", nashpy_fp, sample, progress, 60.0)
+    peers = {"nashpy.fictitious_play": {"us_per_game": 1e6 * nash_t, "games": S}}
+    return job_row("fictitious play", "3x3, 1000 it.", ours, peers)
+
+
+def run_three_player(args, rng, progress: bool) -> dict[str, Any] | None:
+    logit_qre = getattr(aggregation, "logit_qre", None)
+    if logit_qre is None:
+        print("  3-player: aggregation.logit_qre is not available yet; skipped")
+        return None
+    import pygambit
+
+    N, S = args.games, max(3, args.peer_sample // 3)
+    P = rng.random((N, 3, 3, 3, 3))  # (N, players, a1, a2, a3)
+    game = NormalFormGame(torch.from_numpy(P), num_players=3)
+    t, res = time_ours(
+        lambda: logit_qre(game, tol=1e-6), lambda: logit_qre(game[:8], tol=1e-6), args.repeats
+    )
+    ours = {
+        "solver": "logit_qre(tol=1e-6)",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "converged": float(res.converged.double().mean()),
+        "max_regret": float(res.max_regret.max()),
+    }
+    sample = [pygambit.Game.from_arrays(P[i, 0], P[i, 1], P[i, 2]) for i in range(S)]
+    peers = {}
+    for name, call in [
+        ("gambit.logit_solve", lambda g: pygambit.nash.logit_solve(g)),
+        ("gambit.gnm_solve", lambda g: pygambit.nash.gnm_solve(g)),
+        ("gambit.ipa_solve", lambda g: pygambit.nash.ipa_solve(g)),
+    ]:
+        sec, fails = time_peer(name, call, sample, progress, 30.0)
+        peers[name] = {"us_per_game": 1e6 * sec, "games": S, "timeouts": fails}
+    note = "" if ours["converged"] == 1.0 else "not every game reached regret <= 1e-6"
+    return job_row("3-player", "3x3x3", ours, peers, note)
+
+
+# ------------------------------------------------------------------ output
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "# Finite-game solvers vs nashpy and Gambit",
+        "",
+        f"{report['date']}; {m['processor']}, {m['cpu_count']} CPUs, torch threads "
+        f"{m['torch_threads']}, load average {m['load_average']}; torch {m['torch']}, "
+        f"nashpy {m['nashpy']}, pygambit {m['pygambit']}. Ours: one batched call on "
+        f"{report['args']['games']} random games; peers: per-game loops on a sample.",
+        "",
+        "| job | size | ours | µs/game | fastest peer | µs/game | ratio | target | met |",
+        "|---|---|---|---:|---|---:|---:|---:|:---:|",
+    ]
+    for r in report["jobs"]:
+        peer = r["peers"][r["fastest_peer"]]
+        lines.append(
+            f"| {r['job']} | {r['size']} | {r['ours']['solver']} | "
+            f"{r['ours']['us_per_game']:.2f} | {r['fastest_peer']} | {peer['us_per_game']:.1f} | "
+            f"{r['ratio_vs_fastest']:.1f}x | {r['target']:.0f}x | "
+            f"{'yes' if r['met'] else 'no'} |"
+        )
+    lines += ["", "All peers (µs per game):", ""]
+    for r in report["jobs"]:
+        peers = ", ".join(f"{k} {v['us_per_game']:.1f}" for k, v in r["peers"].items())
+        lines.append(
+            f"- {r['job']} {r['size']}: {peers}" + (f" ({r['notes']})" if r["notes"] else "")
+        )
+    for note in report["skipped"]:
+        lines.append(f"- skipped: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    rng = np.random.default_rng(args.seed)
+    jobs: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for k in args.sizes:
+        print(f"{k}x{k} games: {args.games} ours, {args.peer_sample} per peer", flush=True)
+        jobs += run_two_player(args, rng, k, progress)
+    print("fictitious play (3x3, 1000 iterations)", flush=True)
+    row = run_fictitious_play(args, rng, progress)
+    jobs += [row] if row else []
+    skipped += [] if row else ["fictitious play (aggregation.fictitious_play missing)"]
+    print("3-player 3x3x3", flush=True)
+    row = run_three_player(args, rng, progress)
+    jobs += [row] if row else []
+    skipped += [] if row else ["3-player (aggregation.logit_qre missing)"]
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "jobs": jobs,
+        "skipped": skipped,
+    }
+    print()
+    header = f"{'job':<16} {'size':<14} {'ours us/game':>13} {'fastest peer':<28} {'us/game':>10} "
+    print(header + f"{'ratio':>8} {'target':>7}")
+    for r in jobs:
+        peer = r["peers"][r["fastest_peer"]]
+        print(
+            f"{r['job']:<16} {r['size']:<14} {r['ours']['us_per_game']:>13.2f} "
+            f"{r['fastest_peer']:<28} {peer['us_per_game']:>10.1f} "
+            f"{r['ratio_vs_fastest']:>7.1f}x {r['target']:>6.0f}x"
+        )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "solvers.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / "solvers.md").write_text(markdown(report))
+    print(f"\nwrote {args.out_dir / 'solvers.json'} and {args.out_dir / 'solvers.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The solver benchmark runs end to end (``--quick``) and writes its JSON and Markdown."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nashpy")
+pytest.importorskip("pygambit")
+pytest.importorskip("tqdm")
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "solvers.py"
+
+
+def test_solver_benchmark_quick(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-progress", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "solvers.json").read_text())
+    assert report["machine"]["torch_threads"] >= 1
+    jobs = {(r["job"], r["size"]) for r in report["jobs"]}
+    for job in ("one equilibrium", "all equilibria", "zero-sum"):
+        assert (job, "3x3") in jobs and (job, "6x6") in jobs
+    for row in report["jobs"]:
+        assert row["ours"]["us_per_game"] > 0 and row["ratio_vs_fastest"] > 0
+        assert row["fastest_peer"] in row["peers"]
+    by_job = {(r["job"], r["size"]): r for r in report["jobs"]}
+    assert by_job[("one equilibrium", "6x6")]["ours"]["converged"] == 1.0
+    assert by_job[("zero-sum", "3x3")]["ours"]["converged"] == 1.0
+    table = (tmp_path / "solvers.md").read_text()
+    assert "| job | size |" in table and "gambit" in table
+    assert "ratio" in done.stdout
