@@ -45,3 +45,15 @@ def test_python_snippets_run_top_to_bottom(tmp_path, monkeypatch):
     # Snippets build on each other, as a reader would run them top to bottom.
     for index, code in enumerate(blocks):
         exec(compile(code, f"README.md[python block {index}]", "exec"), namespace)
+
+
+def test_results_section_is_written_by_the_report_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.updated_readme(README) == README, (
+        "README.md's Results section differs from the benchmarks' outputs: "
+        "run python benchmarks/report.py"
+    )

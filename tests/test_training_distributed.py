@@ -1,0 +1,114 @@
+"""DDP: two CPU processes (torchrun, gloo) train to the same parameters as one process.
+
+With the global batch split between the ranks, DDP's averaged gradient equals the gradient of
+the mean loss over the combined batch, so in float64 (dropout off) both ranks must hold the
+parameters of a single-process run on the combined batch, up to summation-order rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from maha import MAHAConfig
+from maha.training import TrainConfig, prepare, train
+
+# One torchrun launch trains every variant in one process group.
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from maha import MAHAConfig
+    from maha.training import TrainConfig, train
+    from maha.training.distributed import cleanup_distributed
+
+    out, data, opts, model = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+    rank = int(os.environ["RANK"])
+    for variant in sys.argv[5:]:
+        config = TrainConfig(
+            **opts, variant=variant, data=data, model=MAHAConfig(**json.loads(model))
+        )
+        result = train(config)
+        torch.save(
+            {"params": result.model.state_dict(), "world": int(os.environ["WORLD_SIZE"]),
+             "loss": result.train_loss, "val": result.val_bpb},
+            os.path.join(out, f"{variant}-rank{rank}.pt"),
+        )
+    cleanup_distributed()
+    """
+)
+
+VARIANTS = ["maha-mean", "local"]  # "local" has parameters unused by the loss
+
+
+def _torchrun():
+    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and a busy CPU makes more threads contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    corpus = tmp / "text"
+    corpus.mkdir()
+    for i in range(5):
+        (corpus / f"f{i}.txt").write_text("".join(f"row {i} {j} {j * j}\n" for j in range(80)))
+    model = dict(block_size=32, n_layer=1, n_head=2, d_model=16, num_scales=2, window=8)
+    opts = dict(
+        val_fraction=0.3,
+        seq_len=32,
+        steps=3,
+        batch_size=4,
+        lr=1e-2,
+        eval_every=0,
+        eval_sequences=4,
+        dtype="float64",
+        device="cpu",
+        progress=False,
+    )
+    script = tmp / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = _torchrun() + ["--standalone", "--nproc_per_node=2", str(script)]
+    cmd += [str(tmp), str(corpus), json.dumps(opts), json.dumps(model), *VARIANTS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, corpus, opts, model
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_rank_ddp_equals_one_process_on_the_combined_batch(ddp_run, variant):
+    tmp, corpus, opts, model = ddp_run
+    ranks = [torch.load(tmp / f"{variant}-rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    config = TrainConfig(**opts, variant=variant, data=str(corpus), model=MAHAConfig(**model))
+    initial = prepare(config).model.state_dict()
+    single = train(config)
+    reference = single.model.state_dict()
+    for name, value in reference.items():
+        torch.testing.assert_close(
+            ranks[0]["params"][name], ranks[1]["params"][name], rtol=0, atol=0
+        )
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-10, atol=1e-12)
+    moved = [k for k, v in initial.items() if not torch.equal(v, reference[k])]
+    assert len(moved) > len(reference) // 2  # the steps really changed the parameters
+    # the logged loss is the mean over ranks, i.e. the combined batch's loss
+    for (s0, l0), (s1, l1) in zip(ranks[0]["loss"], single.train_loss):
+        assert s0 == s1 and l0 == pytest.approx(l1, rel=1e-10)
+    assert ranks[0]["val"] == pytest.approx(single.val_bpb, rel=1e-10)
