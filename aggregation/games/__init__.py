@@ -8,9 +8,11 @@ from .normal_form import (
     regret,
     validate_profile,
 )
+from .scale_game import ScaleGame
 
 __all__ = [
     "NormalFormGame",
+    "ScaleGame",
     "exploitability",
     "is_nash",
     "nash_conv",

@@ -1,0 +1,344 @@
+"""The scale game: L players (attention scales) with scalar strategies x_l >= 0.
+
+Player l maximises
+
+    u_l(x_l, x_-l) = a_l x_l - 1/2 C_ll x_l^2 - x_l sum_{k != l} C_lk x_k ,
+
+so its best response is ``BR_l(x_-l) = max(0, (a_l - sum_{k != l} C_lk x_k) / C_ll)``
+and ``x*`` is a Nash equilibrium iff it solves the linear complementarity
+problem LCP(C, -a):
+
+    x >= 0,   w = C x - a >= 0,   x^T w = 0 ,
+
+``F(x) = C x - a`` being the pseudo-gradient of the players' costs. If the
+symmetric part of ``C`` is positive definite, ``F`` is strongly monotone and the
+equilibrium exists and is unique (Rosen 1965); ``C`` is then a P-matrix.
+
+Regret has a closed form free of cancellation. With ``r_l = a_l - sum_{k != l}
+C_lk x_k`` (so that ``BR_l = max(0, r_l) / C_ll``),
+
+    regret_l(x) = max_y u_l(y, x_-l) - u_l(x) = C_ll / 2 (x_l - BR_l)^2 + max(0, -r_l) x_l .
+
+Absent players (``mask`` False) play 0, have zero regret and do not interact:
+internally they are replaced by an *effective* game in which their row and
+column of ``C`` are those of the identity and ``a_l = -1``, so that ``x_l = 0``
+with strict complementarity (``w_l = 1``), and gradients with respect to their
+entries are exactly zero.
+
+References: Rosen, "Existence and uniqueness of equilibrium points for concave
+n-person games", Econometrica 1965; Cottle, Pang & Stone, *The Linear
+Complementarity Problem* (1992); Facchinei & Pang, *Finite-Dimensional
+Variational Inequalities and Complementarity Problems* (2003).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import as_tensor, check_nonnegative, compute_dtype, describe
+
+__all__ = ["ScaleGame"]
+
+
+class ScaleGame:
+    """A batch of scale games ``(a, C)`` with an optional player mask.
+
+    Args:
+        a: ``(*batch_a, L)`` utilities (``a_l > 0`` makes player l want to play).
+        C: ``(*batch_C, L, L)`` interaction matrix; ``C_ll > 0`` for every
+            present player.
+        mask: optional ``(*batch_m, L)`` bool, False for absent players (they
+            play 0). Every batch element needs at least one present player.
+
+    Batch shapes broadcast: ``batch_shape = broadcast(batch_a, batch_C, batch_m)``.
+    The game keeps the tensors it was given (no copies, no expansion; the
+    caller's tensors are never modified) and computes in
+    ``compute_dtype(promote(a.dtype, C.dtype))`` (half precision -> float32).
+
+    Raises:
+        ValueError: shapes that do not fit, NaN/inf entries, a non-positive
+            diagonal entry of ``C`` for a present player, a mask leaving a batch
+            element without players.
+        TypeError: non-numeric input or a mask that is not boolean.
+
+    Example:
+        >>> import torch
+        >>> from aggregation import ScaleGame
+        >>> game = ScaleGame(torch.tensor([1.0, 1.0]), torch.tensor([[2.0, 1.0], [1.0, 2.0]]))
+        >>> game.best_response(torch.tensor([0.0, 1.0]))
+        tensor([0.0000, 0.5000])
+    """
+
+    def __init__(self, a: Any, C: Any, mask: Any = None) -> None:
+        a_t = as_tensor(a, "a", min_dim=1)
+        C_t = as_tensor(C, "C", min_dim=2)
+        L = a_t.shape[-1]
+        if L < 1:
+            raise ValueError(f"a must have at least one player (L >= 1); received {describe(a_t)}")
+        if C_t.shape[-1] != C_t.shape[-2]:
+            raise ValueError(
+                f"C must be square in its last two dimensions, shape (*batch, L, L); "
+                f"received {describe(C_t)}"
+            )
+        if C_t.shape[-1] != L:
+            raise ValueError(
+                f"C must have shape (*batch, {L}, {L}) to match a with L={L} players; "
+                f"received {describe(C_t)}"
+            )
+        shapes = [a_t.shape[:-1], C_t.shape[:-2]]
+        m_t = None
+        if mask is not None:
+            m_t = mask if isinstance(mask, Tensor) else torch.as_tensor(mask)
+            if m_t.dtype != torch.bool:
+                raise TypeError(f"mask must be a boolean tensor; received {describe(mask)}")
+            if m_t.dim() < 1 or m_t.shape[-1] != L:
+                raise ValueError(
+                    f"mask must have shape (*batch, {L}) to match a; received {describe(m_t)}"
+                )
+            m_t = m_t.to(a_t.device)
+            shapes.append(m_t.shape[:-1])
+        try:
+            batch = torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            raise ValueError(
+                "the batch shapes of a, C"
+                + (" and mask" if m_t is not None else "")
+                + f" must broadcast; received {[tuple(s) for s in shapes]}"
+            ) from None
+        if m_t is not None and m_t.numel() and not bool(m_t.any(-1).all()):
+            empty = int((~m_t.any(-1)).sum())
+            raise ValueError(
+                f"mask must leave at least one present player in every batch element; "
+                f"received {empty} element{'s' if empty != 1 else ''} with no player"
+            )
+        diag = C_t.diagonal(dim1=-2, dim2=-1)  # (*batch_C, L)
+        bad = diag <= 0
+        if m_t is not None:
+            bad = bad & m_t
+        if bad.numel() and bool(bad.any()):
+            raise ValueError(
+                "C must have a positive diagonal (C_ll > 0) for every present player; "
+                f"received {int(bad.sum())} diagonal entr"
+                f"{'y' if int(bad.sum()) == 1 else 'ies'} <= 0 (smallest "
+                f"{float(diag.min()):.3g})"
+            )
+        self._a = a_t
+        self._C = C_t
+        self._mask = m_t
+        self._batch = batch
+        self._L = L
+        self._dtype = torch.promote_types(a_t.dtype, C_t.dtype)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def a(self) -> Tensor:
+        """``(*batch_a, L)`` utilities as given."""
+        return self._a
+
+    @property
+    def C(self) -> Tensor:
+        """``(*batch_C, L, L)`` interaction matrix as given."""
+        return self._C
+
+    @property
+    def mask(self) -> Tensor | None:
+        """``(*batch_m, L)`` bool player mask, or None (all present)."""
+        return self._mask
+
+    @property
+    def num_players(self) -> int:
+        return self._L
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self._batch
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The input dtype (results of solvers are returned in it)."""
+        return self._dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return compute_dtype(self._dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self._a.device
+
+    def present(self) -> Tensor:
+        """``(*batch, L)`` bool, True for present players (expanded view)."""
+        if self._mask is None:
+            return torch.ones(self._L, dtype=torch.bool, device=self.device).expand(
+                *self._batch, self._L
+            )
+        return self._mask.expand(*self._batch, self._L)
+
+    def __repr__(self) -> str:
+        return (
+            f"ScaleGame(batch_shape={tuple(self._batch)}, L={self._L}, dtype={self._dtype}, "
+            f"masked={self._mask is not None})"
+        )
+
+    def __getitem__(self, index: Any) -> ScaleGame:
+        """Index the batch dimensions."""
+        if len(self._batch) == 0:
+            raise IndexError("this game is not batched; there is nothing to index")
+        a = self._a.expand(*self._batch, self._L)[index]
+        C = self._C.expand(*self._batch, self._L, self._L)[index]
+        mask = None if self._mask is None else self.present()[index]
+        return ScaleGame(a, C, mask)
+
+    # -------------------------------------------------------------- internals
+    def effective(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """The effective game ``(a_eff (*batch', L), C_eff (*batch'', L, L))``.
+
+        Absent players get ``a_l = -1`` and the identity's row and column in
+        ``C``; present entries are the given ones. Differentiable (``torch.where``).
+        Without a mask the given tensors are returned (cast to ``dtype``),
+        unexpanded.
+        """
+        dtype = dtype or self.compute_dtype
+        a = self._a.to(dtype)
+        C = self._C.to(dtype)
+        if self._mask is None:
+            return a, C
+        m = self._mask
+        a = torch.where(m, a, torch.full((), -1.0, dtype=dtype, device=a.device))
+        both = m.unsqueeze(-1) & m.unsqueeze(-2)  # (*batch_m, L, L)
+        eye = torch.eye(self._L, dtype=dtype, device=C.device)
+        C = torch.where(both, C, eye)
+        return a, C
+
+    def _x(self, x: Any, name: str = "x") -> Tensor:
+        t = as_tensor(x, name, min_dim=1)
+        if t.shape[-1] != self._L:
+            raise ValueError(
+                f"{name} must have shape (*batch, {self._L}) (one strategy per player); "
+                f"received {describe(t)}"
+            )
+        try:
+            torch.broadcast_shapes(t.shape[:-1], self._batch)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} batch shape {tuple(t.shape[:-1])} does not broadcast with the "
+                f"game's batch shape {tuple(self._batch)}"
+            ) from None
+        dtype = torch.promote_types(self.compute_dtype, compute_dtype(t.dtype))
+        return t.to(dtype)
+
+    # ------------------------------------------------------------ evaluation
+    def pseudo_gradient(self, x: Any) -> Tensor:
+        """``(*batch, L)`` ``F(x) = C x - a`` (zero for absent players)."""
+        x = self._x(x)
+        a, C = self.effective(x.dtype)
+        w = (C @ x.unsqueeze(-1)).squeeze(-1) - a
+        return self._zero_absent(w)
+
+    def _zero_absent(self, t: Tensor) -> Tensor:
+        if self._mask is None:
+            return t
+        return torch.where(self._mask, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+    def utilities(self, x: Any) -> Tensor:
+        """``(*batch, L)`` ``u_l(x) = x_l (a_l - (C x)_l + 1/2 C_ll x_l)`` (0 if absent)."""
+        x = self._x(x)
+        a, C = self.effective(x.dtype)
+        Cx = (C @ x.unsqueeze(-1)).squeeze(-1)
+        diag = C.diagonal(dim1=-2, dim2=-1)
+        return self._zero_absent(x * (a - Cx + 0.5 * diag * x))
+
+    def costs(self, x: Any) -> Tensor:
+        """``(*batch, L)`` player costs ``-u_l(x)``."""
+        return -self.utilities(x)
+
+    def best_response(self, x: Any) -> Tensor:
+        """``(*batch, L)`` ``BR_l = max(0, (a_l - sum_{k != l} C_lk x_k) / C_ll)``."""
+        x = self._x(x)
+        a, C = self.effective(x.dtype)
+        diag = C.diagonal(dim1=-2, dim2=-1)
+        r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+        return self._zero_absent((r / diag).clamp_min(0))
+
+    def regret(self, x: Any) -> Tensor:
+        """``(*batch, L)`` utility gain of each player's best response.
+
+        ``regret_l = C_ll/2 (x_l - BR_l)^2 + max(0, -r_l) x_l`` with
+        ``r_l = a_l - sum_{k != l} C_lk x_k`` (closed form, no cancellation).
+        ``x`` must be nonnegative (the strategy space).
+        """
+        x = self._x(x)
+        if x.numel() and float(x.min()) < 0:
+            raise ValueError(
+                f"x must be nonnegative (strategies are x_l >= 0); received min entry "
+                f"{float(x.min()):.3g}"
+            )
+        a, C = self.effective(x.dtype)
+        diag = C.diagonal(dim1=-2, dim2=-1)
+        r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+        return self._zero_absent(_regret(x, r, diag))
+
+    def exploitability(self, x: Any) -> Tensor:
+        """``(*batch,)`` summed regret divided by the number of present players."""
+        reg = self.regret(x)
+        count = self.present().sum(-1).to(reg.dtype)
+        return reg.sum(-1) / count
+
+    def is_nash(self, x: Any, tol: float = 1e-8) -> Tensor:
+        """``(*batch,)`` True iff ``max_l regret_l(x) <= tol`` (payoff units)."""
+        tol = check_nonnegative(tol, "tol")
+        return self.regret(x).amax(-1) <= tol
+
+    def complementarity_residual(self, x: Any) -> Tensor:
+        """``(*batch,)`` natural residual ``max_l |min(x_l, (C x - a)_l)|``.
+
+        Zero exactly at the equilibrium (``x = max(0, x - F(x))``).
+        """
+        x = self._x(x)
+        w = self.pseudo_gradient(x)
+        return self._zero_absent(torch.minimum(x, w).abs()).amax(-1)
+
+    def symmetric_part(self) -> Tensor:
+        """``(*batch_C', L, L)`` ``(C + C^T) / 2`` of the effective game."""
+        _, C = self.effective()
+        return 0.5 * (C + C.mT)
+
+    def min_eigenvalue(self) -> Tensor:
+        """``(*batch,)`` smallest eigenvalue of the symmetric part of C on present players.
+
+        The game is strongly monotone (unique equilibrium; every solver here
+        converges) iff this is > 0. Absent players are excluded (their
+        diagonal is raised above the spectrum of the present block).
+        """
+        with torch.no_grad():
+            S = 0.5 * (self._C + self._C.mT).to(self.compute_dtype)
+            if self._mask is not None:
+                m = self._mask
+                bound = S.abs().sum(-1).amax(-1, keepdim=True) + 1.0  # (*batch, 1)
+                both = m.unsqueeze(-1) & m.unsqueeze(-2)
+                eye = torch.eye(self._L, dtype=S.dtype, device=S.device)
+                S = torch.where(both, S, eye * bound.unsqueeze(-1))
+            S = S.expand(*self._batch, self._L, self._L)
+            return torch.linalg.eigvalsh(S)[..., 0]
+
+    def monotonicity(self) -> Tensor:
+        """``(*batch,)`` the strong-monotonicity modulus ``mu = min_eigenvalue()``.
+
+        ``(F(x) - F(y))^T (x - y) >= mu ||x - y||^2`` for all x, y (F is linear),
+        so the game is strongly monotone iff ``mu > 0``.
+        """
+        return self.min_eigenvalue()
+
+    def is_monotone(self, margin: float = 0.0) -> Tensor:
+        """``(*batch,)`` True iff the symmetric part of C has eigenvalues > ``margin``."""
+        margin = check_nonnegative(margin, "margin")
+        return self.min_eigenvalue() > margin
+
+
+def _regret(x: Tensor, r: Tensor, diag: Tensor) -> Tensor:
+    """Closed-form regret from ``r = a - sum_{k != l} C_lk x_k`` (no validation)."""
+    br = r.clamp_min(0) / diag
+    return 0.5 * diag * (x - br).square() + (-r).clamp_min(0) * x

@@ -1,0 +1,21 @@
+"""Solvers for the scale game (see :class:`aggregation.ScaleGame`), one per module."""
+
+from .best_response import solve_best_response
+from .exact import solve_exact
+from .extragradient import solve_extragradient
+from .fictitious_play import solve_fictitious_play
+from .potential import solve_potential
+from .result import ScaleGameResult
+from .solve import METHODS, check_monotone, solve_scale_game
+
+__all__ = [
+    "METHODS",
+    "ScaleGameResult",
+    "check_monotone",
+    "solve_best_response",
+    "solve_exact",
+    "solve_extragradient",
+    "solve_fictitious_play",
+    "solve_potential",
+    "solve_scale_game",
+]

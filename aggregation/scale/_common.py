@@ -1,0 +1,296 @@
+"""Shared plumbing of the scale-game solvers: preparation, result assembly, gradients.
+
+Every solver computes, without a graph, a profile ``x`` ``(B, L)`` (flattened
+batch) and an active set ``S``; :func:`finish` turns it into a
+:class:`~aggregation.scale.result.ScaleGameResult` and, when ``a`` or ``C``
+require grad, attaches ``x`` to their graph through the KKT conditions on the
+active set (implicit differentiation, :mod:`aggregation.implicit_diff`):
+
+    F(x; a, C) = (C x - a)_l  for l in S,     F(x; a, C) = x_l  for l not in S ,
+
+whose Jacobian ``dF/dx`` is ``C`` on the rows of S and the identity elsewhere.
+For a P-matrix (in particular a monotone game) and strict complementarity this
+gives the exact derivative ``dx_S = C_SS^{-1} (da_S - dC_S. x)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._small_linalg import lu_solve_soa, map_chunks, serial_ops, solve_small
+from .._validation import check_choice, check_int, check_nonnegative, describe
+from ..games.scale_game import ScaleGame, _regret
+from ..implicit_diff import implicit_root, sum_to_shape
+from ..result import warn_not_converged
+from .result import ScaleGameResult
+
+__all__ = [
+    "Prepared",
+    "default_tol",
+    "finish",
+    "prepare",
+    "regret_and_residual",
+]
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """Default regret tolerance (payoff units): 1e-10 in float64, 1e-5 in float32."""
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+@dataclass
+class Prepared:
+    """A game flattened for a solver: everything ``(B, ...)`` in the compute dtype."""
+
+    game: ScaleGame
+    a: Tensor  # (B, L) effective utilities, detached
+    C: Tensor  # (B, L, L) effective interaction matrix, detached
+    present: Tensor  # (B, L) bool
+    dtype: torch.dtype
+    batch: torch.Size
+    L: int
+    tol: float
+
+
+def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None) -> Prepared:
+    """Validate ``game``/``tol`` and flatten the effective game (no graph)."""
+    if not isinstance(game, ScaleGame):
+        raise TypeError(f"game must be a ScaleGame; received {describe(game)}")
+    dtype = dtype or game.compute_dtype
+    tol = default_tol(dtype) if tol is None else check_nonnegative(tol, "tol")
+    batch, L = game.batch_shape, game.num_players
+    with torch.no_grad():
+        a, C = game.effective(dtype)
+        a = a.detach().expand(*batch, L).reshape(-1, L)
+        C = C.detach().expand(*batch, L, L).reshape(-1, L, L)
+        present = game.present().reshape(-1, L)
+    return Prepared(game, a, C, present, dtype, batch, L, tol)
+
+
+def regret_and_residual(a: Tensor, C: Tensor, x: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form regret ``(B, L)`` and natural residual ``(B,)`` (no validation)."""
+    diag = C.diagonal(dim1=-2, dim2=-1)
+    Cx = (C @ x.unsqueeze(-1)).squeeze(-1)
+    r = a - Cx + diag * x
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    regret = torch.where(present, _regret(x, r, diag), zero)
+    residual = torch.where(present, torch.minimum(x, Cx - a).abs(), zero).amax(-1)
+    return regret, residual
+
+
+def check_options(
+    method: str, backward: str, differentiable: bool, max_iter: int | None, default_iter: int
+) -> int:
+    check_choice(backward, "backward", ("implicit", "unrolled"))
+    if not isinstance(differentiable, bool):
+        raise TypeError(
+            f"differentiable must be True or False; received {describe(differentiable)}"
+        )
+    if max_iter is None:
+        return default_iter
+    return check_int(max_iter, "max_iter", minimum=1)
+
+
+def wants_grad(game: ScaleGame, differentiable: bool) -> bool:
+    return (
+        differentiable
+        and torch.is_grad_enabled()
+        and (game.a.requires_grad or game.C.requires_grad)
+    )
+
+
+def kkt_optimality(support: Tensor) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``F(x, a, C) = where(S, C x - a, x)`` for a fixed active set ``S``."""
+
+    def F(x: Tensor, a: Tensor, C: Tensor) -> Tensor:
+        w = (C @ x.unsqueeze(-1)).squeeze(-1) - a
+        return torch.where(support, w, x)
+
+    return F
+
+
+def kkt_jacobian(support: Tensor) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``dF/dx = where(S rows, C, I)``."""
+
+    def J(x: Tensor, a: Tensor, C: Tensor) -> Tensor:
+        L = x.shape[-1]
+        eye = torch.eye(L, dtype=C.dtype, device=C.device)
+        C = C.expand(*x.shape[:-1], L, L)
+        return torch.where(support.unsqueeze(-1), C, eye)
+
+    return J
+
+
+def _transpose_solve(J: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    return solve_small(J, v, transpose=True)
+
+
+def _kkt_backward_chunk(
+    C: Tensor, x: Tensor, v: Tensor, s: Tensor, rtol: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """SoA: solve ``J^T u = v`` (J = C on rows of S, I elsewhere); return grads.
+
+    C (L, L, n), x/v (L, n), s (L, n) float 0/1 support. Returns ``grad_a (L, n)``,
+    ``grad_C (L, L, n)`` and ``ok (n,)``.
+    """
+    L = x.shape[0]
+    ns = 1 - s
+    MT = [
+        [torch.addcmul(ns[i], C[i, i], s[i]) if i == j else C[j, i] * s[j] for j in range(L)]
+        for i in range(L)
+    ]
+    U, bad = lu_solve_soa(MT, [[v[i]] for i in range(L)], rtol=rtol, positive=True)
+    us = torch.stack([U[i][0] for i in range(L)], 0) * s  # (L, n)
+    ok = ~bad
+    us = us * ok  # singular -> zero
+    grad_C = -(us.unsqueeze(1) * x.unsqueeze(0))  # (L, L, n): -u_i x_j
+    return us, grad_C, ok
+
+
+def kkt_fused_backward(support: Tensor):
+    """First-order KKT backward for the scale game, fused over cache-sized chunks."""
+
+    def fused(x: Tensor, v: Tensor, a: Tensor, C: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        with serial_ops(x.device):
+            return _fused(x, v, a, C)
+
+    def _fused(x: Tensor, v: Tensor, a: Tensor, C: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        L = x.shape[-1]
+        batch = x.shape[:-1]
+        xf = x.reshape(-1, L)
+        vf = v.reshape(-1, L)
+        Sf = support.reshape(-1, L)
+        Cf = C.expand(*batch, L, L).reshape(-1, L, L)
+        B = xf.shape[0]
+        rtol = float(torch.finfo(x.dtype).eps) ** 0.5
+
+        ga = torch.empty_like(xf)
+        gC = xf.new_empty(B, L, L)
+        ok = torch.ones(B, dtype=torch.bool, device=x.device)
+
+        def one(s: int, e: int) -> None:  # writes disjoint slices of ga, gC, ok
+            g_a, g_C, ok_c = _kkt_backward_chunk(
+                Cf[s:e].permute(1, 2, 0).contiguous(),
+                xf[s:e].T.contiguous(),
+                vf[s:e].T.contiguous(),
+                Sf[s:e].T.to(x.dtype).contiguous(),
+                rtol,
+            )
+            ga[s:e] = g_a.T
+            gC[s:e] = g_C.permute(2, 0, 1)
+            ok[s:e] = ok_c
+
+        map_chunks(one, B, x.device)
+        grad_a = sum_to_shape(ga.reshape(*batch, L), a.shape)
+        grad_C = sum_to_shape(gC.reshape(*batch, L, L), C.shape)
+        return (grad_a, grad_C), ok.reshape(batch)
+
+    return fused
+
+
+def attach_implicit(
+    game: ScaleGame, x: Tensor, support: Tensor, valid: Tensor, dtype: torch.dtype, name: str
+) -> Tensor:
+    """Attach ``x`` ``(*batch, L)`` to the graph of ``game.a``/``game.C`` by the KKT conditions."""
+    a, C = game.effective(dtype)
+    return implicit_root(
+        kkt_optimality(support),
+        x,
+        (a, C),
+        jacobian_fn=kkt_jacobian(support),
+        linear_solve=_transpose_solve,
+        valid=valid,
+        name=name,
+        fused_backward=kkt_fused_backward(support),
+    )
+
+
+def support_solve(game: ScaleGame, support: Tensor, dtype: torch.dtype) -> Tensor:
+    """Differentiable ``x_S = C_SS^{-1} a_S``, ``x = 0`` off S (``(*batch, L)``)."""
+    a, C = game.effective(dtype)
+    L = game.num_players
+    batch = support.shape[:-1]
+    eye = torch.eye(L, dtype=dtype, device=C.device)
+    M = torch.where(support.unsqueeze(-1), C.expand(*batch, L, L), eye)
+    rhs = torch.where(support, a.expand(*batch, L), torch.zeros((), dtype=dtype, device=a.device))
+    x, _ = solve_small(M, rhs)
+    return torch.where(support, x, torch.zeros((), dtype=dtype, device=x.device))
+
+
+def finish(
+    prep: Prepared,
+    x: Tensor,
+    support: Tensor,
+    iterations: Tensor,
+    method: str,
+    *,
+    x_graph: Tensor | None = None,
+    grad: bool = False,
+    info: dict[str, Tensor] | None = None,
+    regret: Tensor | None = None,
+    residual: Tensor | None = None,
+) -> ScaleGameResult:
+    """Assemble the result for flattened ``x`` ``(B, L)`` (detached) and active set ``S``.
+
+    ``x_graph``, if given, is a differentiable version of ``x`` (unrolled mode);
+    otherwise, with ``grad``, ``x`` is attached by implicit differentiation.
+    """
+    game, batch, L = prep.game, prep.batch, prep.L
+    with torch.no_grad():
+        if regret is None or residual is None:
+            regret, residual = regret_and_residual(prep.a, prep.C, x, prep.present)
+        converged = regret.amax(-1) <= prep.tol
+        if not math.isfinite(prep.tol):
+            converged = torch.ones_like(converged)
+    regret = regret.reshape(*batch, L)
+    residual = residual.reshape(batch)
+    converged = converged.reshape(batch)
+    support = support.reshape(*batch, L)
+    if x_graph is not None:
+        x_out = x_graph.reshape(*batch, L)
+    elif grad:
+        x_out = attach_implicit(game, x.reshape(*batch, L), support, converged, prep.dtype, method)
+    else:
+        x_out = x.reshape(*batch, L)
+    zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)
+    if game.mask is None:
+        total = x_out.sum(-1, keepdim=True)  # (*batch, 1)
+        positive = total > 0
+        safe = torch.where(positive, total, torch.ones_like(total))
+        weights = torch.where(
+            positive, x_out / safe, torch.full((), 1.0 / L, dtype=x_out.dtype, device=x_out.device)
+        )
+    else:
+        present = game.present()
+        total = torch.where(present, x_out, zero).sum(-1, keepdim=True)  # (*batch, 1)
+        positive = total > 0
+        safe = torch.where(positive, total, torch.ones_like(total))
+        count = present.sum(-1, keepdim=True).to(x_out.dtype)
+        uniform = present.to(x_out.dtype) / count
+        weights = torch.where(positive, x_out / safe, uniform)
+        weights = torch.where(present, weights, zero)
+    out_dtype = game.dtype if game.dtype in (torch.float16, torch.bfloat16) else x_out.dtype
+    x_out = x_out.to(out_dtype)
+    weights = weights.to(out_dtype)
+    extra = {} if info is None else {k: v.reshape(batch) for k, v in info.items()}
+    extra["zero_total"] = ~positive.squeeze(-1)
+    if not bool(converged.all()):
+        warn_not_converged(converged, method)
+    return ScaleGameResult(
+        strategies=tuple(x_out.unbind(-1)),
+        regret=regret.to(out_dtype),
+        converged=converged,
+        iterations=iterations.reshape(batch).to(torch.int64),
+        method=method,
+        tol=prep.tol,
+        residual=residual.to(out_dtype),
+        info=extra,
+        x=x_out,
+        weights=weights,
+        support=support,
+    )
