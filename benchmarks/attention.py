@@ -1,0 +1,413 @@
+"""MAHA attention against standard attention (same projections + PyTorch SDPA): FLOPs, time, memory.
+
+For every length (default 512 ... 16384; d=256, 4 heads, 4 scales, r=2, window 64, causal,
+"nash" fusion) in one run:
+
+* FLOPs, analytically (:mod:`maha.flops`) and with ``torch.utils.flop_counter.FlopCounterMode``
+  on the meta device (SDPA there lowers to batched products the counter sees; the counts
+  must agree, and the script stops if they do not). The scale-game solver is elementwise
+  small linear algebra: it is reported as an analytic estimate, not counted.
+* time of the forward pass (no grad) and of forward + backward, median over ``--reps``
+  interleaved repetitions (MAHA and SDPA alternate, so load changes hit both);
+* peak memory of one forward + backward (CPU: the peak resident set of a fresh
+  subprocess over its resident set just before, the kernel's peak mark being reset there;
+  CUDA: ``max_memory_allocated``);
+* the share of the layer's forward + backward time spent in the fusion (utilities, Gram
+  matrices, the equilibrium solve and its implicit backward), timed on the captured input
+  of the fusion module.
+
+Writes ``attention.json``, ``attention.md`` and ``attention.png`` to ``benchmarks/results/``.
+
+    python benchmarks/attention.py             # several minutes on a 2-core CPU
+    python benchmarks/attention.py --quick     # seconds: a smoke test (tiny sizes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import maha
+from maha.flops import count_flops, layer_flops, standard_attention_flops
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--scales", type=int, default=4)
+    p.add_argument("--ratio", type=int, default=2)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--strategy", default="nash", choices=maha.STRATEGIES)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    args = p.parse_args(argv)
+    if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
+        args.lengths, args.d_model, args.heads, args.window = [64, 256], 32, 2, 16
+        args.reps, args.threads = 1, 1
+    return args
+
+
+def build(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(seed)
+    ours = maha.MAHAAttention(
+        args.d_model, args.heads, args.scales, args.ratio, args.window, args.strategy, True
+    )
+    peer = maha.StandardAttention(args.d_model, args.heads, causal=True)
+    return ours.to(args.device), peer.to(args.device)
+
+
+# ----------------------------------------------------------------------- FLOPs
+def flops(args: argparse.Namespace, n: int) -> dict[str, object]:
+    """Analytic and FlopCounterMode counts; raises if they disagree."""
+    ours, peer = build(args)
+    analytic = layer_flops(ours, n, batch=args.batch)
+    std = standard_attention_flops(n, args.d_model, batch=args.batch)
+    x = torch.empty(args.batch, n, args.d_model, device="meta")
+    # The solver validates values, so it cannot run on meta tensors: count the layer with
+    # "mean" fusion and add the game strategies' extra products (utilities, Gram) counted
+    # on the fusion module itself.
+    mean = maha.MAHAAttention(
+        args.d_model, args.heads, args.scales, args.ratio, args.window, "mean", True
+    ).to("meta")
+    counted = count_flops(mean, x)
+    if ours.fusion.uses_game and args.scales > 1:
+        o = torch.empty(args.batch, n, args.heads, args.scales, ours.head_dim, device="meta")
+        counted += count_flops(ours.fusion.to("meta").game_inputs, o)
+    counted_std = count_flops(peer.to("meta"), x)
+    if counted != analytic.counted or counted_std != std.counted:
+        raise RuntimeError(
+            f"FLOP counts disagree at n={n}: MAHA analytic {analytic.counted} vs counter "
+            f"{counted}; standard analytic {std.counted} vs counter {counted_std}"
+        )
+    return {
+        "maha": analytic.as_dict(),
+        "standard": std.as_dict(),
+        "flop_counter": {"maha": counted, "standard": counted_std},
+        "core_reduction": 1 - analytic.core / std.core,
+        "layer_reduction": 1 - analytic.total / std.total,
+    }
+
+
+# ------------------------------------------------------------------------ time
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def timings(args: argparse.Namespace, n: int) -> dict[str, float]:
+    ours, peer = build(args)
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(args.batch, n, args.d_model, generator=gen).to(args.device)
+    grad = torch.randn(args.batch, n, args.d_model, generator=gen).to(args.device)
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(module, inputs):
+        captured["o"], captured["present"] = inputs
+
+    handle = ours.fusion.register_forward_pre_hook(capture)
+
+    def forward(module):
+        def run():
+            with torch.no_grad():
+                module(x)
+
+        return run
+
+    def forward_backward(module):
+        def run():
+            xg = x.detach().requires_grad_()
+            module(xg).backward(grad)
+
+        return run
+
+    def fusion_fb():
+        o = captured["o"].detach().requires_grad_()
+        out = ours.fusion(o, captured["present"]).output
+        out.backward(torch.ones_like(out))
+
+    def fusion_f():
+        with torch.no_grad():
+            ours.fusion(captured["o"], captured["present"])
+
+    jobs = {
+        "maha_forward": forward(ours),
+        "sdpa_forward": forward(peer),
+        "maha_forward_backward": forward_backward(ours),
+        "sdpa_forward_backward": forward_backward(peer),
+        "fusion_forward": fusion_f,
+        "fusion_forward_backward": fusion_fb,
+    }
+    samples: dict[str, list[float]] = {k: [] for k in jobs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(1 if args.quick else 2):  # warm-up (and capture the fusion's input)
+            for job in jobs.values():
+                job()
+        handle.remove()
+        for _ in range(args.reps):  # interleaved repetitions
+            for name, job in jobs.items():
+                samples[name].append(_timed(job, args.device))
+    return {k + "_ms": 1e3 * statistics.median(v) for k, v in samples.items()}
+
+
+# ---------------------------------------------------------------------- memory
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _peak_child(args: argparse.Namespace, n: int, which: str, queue) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours, peer = build(args)
+    module = ours if which == "maha" else peer
+    x = torch.randn(args.batch, n, args.d_model, device=args.device, requires_grad=True)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+        _reset_peak_rss()  # else the peak of the imports would count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        module(x).sum().backward()
+    if args.device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _peak_rss_bytes() - base
+    queue.put(peak)
+
+
+def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    out = {}
+    for which in ("maha", "sdpa"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_peak_child, args=(args, n, which, queue))
+        proc.start()
+        value = queue.get(timeout=600)
+        proc.join()
+        out[f"{which}_peak_mib"] = value / 2**20
+    return out
+
+
+# ---------------------------------------------------------------------- report
+def markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        "# MAHA attention vs standard attention (SDPA)",
+        "",
+        f"d={cfg['d_model']}, heads={cfg['heads']}, scales={cfg['scales']}, r={cfg['ratio']}, "
+        f"window={cfg['window']}, strategy={cfg['strategy']}, causal, batch={cfg['batch']}, "
+        f"device={cfg['device']}, threads={cfg['threads']}. Generated {report['generated']} on "
+        f"{report['machine']}.",
+        "",
+        "| length | core FLOPs saved | layer FLOPs saved | fwd MAHA / SDPA (ms) | fwd speed-up "
+        "| fwd+bwd MAHA / SDPA (ms) | fwd+bwd speed-up | peak MiB MAHA / SDPA | fusion share |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        mem = (
+            f"{row['maha_peak_mib']:.0f} / {row['sdpa_peak_mib']:.0f}"
+            if "maha_peak_mib" in row
+            else "n/a"
+        )
+        lines.append(
+            f"| {row['length']} | {100 * row['flops']['core_reduction']:.1f}% "
+            f"| {100 * row['flops']['layer_reduction']:.1f}% "
+            f"| {row['maha_forward_ms']:.1f} / {row['sdpa_forward_ms']:.1f} "
+            f"| {row['forward_speedup']:.2f}x "
+            f"| {row['maha_forward_backward_ms']:.1f} / {row['sdpa_forward_backward_ms']:.1f} "
+            f"| {row['forward_backward_speedup']:.2f}x | {mem} "
+            f"| {100 * row['fusion_share']:.1f}% |"
+        )
+    lines += ["", "Targets:", ""]
+    lines += [f"- {k}: {v}" for k, v in report["targets"].items()]
+    lines += [
+        "",
+        "FLOPs: analytic formulas of `maha/flops.py`, equal to `FlopCounterMode` on the meta "
+        "device (matrix-class work; the solver estimate is added analytically). Time: median "
+        "of interleaved repetitions. Fusion share: forward + backward time of the fusion "
+        "module (utilities, Gram, equilibrium, implicit backward) over the layer's.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> dict[str, str]:
+    by_n = {row["length"]: row for row in rows}
+    out = {}
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    if 4096 in by_n:
+        r = by_n[4096]
+        core, layer = r["flops"]["core_reduction"], r["flops"]["layer_reduction"]
+        out["core FLOPs >= 90% fewer at 4096"] = f"{verdict(core >= 0.9)} ({100 * core:.1f}%)"
+        out["layer FLOPs >= 75% fewer at 4096"] = f"{verdict(layer >= 0.75)} ({100 * layer:.1f}%)"
+        s = r["forward_backward_speedup"]
+        out["fwd+bwd >= 2x faster at 4096"] = f"{verdict(s >= 2)} ({s:.2f}x)"
+    if 16384 in by_n:
+        s = by_n[16384]["forward_backward_speedup"]
+        out["fwd+bwd >= 5x faster at 16384"] = f"{verdict(s >= 5)} ({s:.2f}x)"
+    mem_rows = [r for r in rows if "maha_peak_mib" in r]
+    if mem_rows:
+        ok = all(r["maha_peak_mib"] <= r["sdpa_peak_mib"] for r in mem_rows)
+        worst = max(r["maha_peak_mib"] / max(r["sdpa_peak_mib"], 1e-9) for r in mem_rows)
+        out["peak memory <= SDPA's"] = f"{verdict(ok)} (worst ratio {worst:.2f})"
+    share = max(r["fusion_share"] for r in rows)
+    out["fusion share < 15%"] = f"{verdict(share < 0.15)} (largest {100 * share:.1f}%)"
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    n = [r["length"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.loglog(n, [r["flops"]["maha"]["total"] for r in rows], "o-", label="MAHA layer")
+    ax1.loglog(n, [r["flops"]["maha"]["core"] for r in rows], "o--", label="MAHA core")
+    ax1.loglog(n, [r["flops"]["standard"]["total"] for r in rows], "s-", label="standard layer")
+    ax1.loglog(n, [r["flops"]["standard"]["core"] for r in rows], "s--", label="standard core")
+    ax1.set_xlabel("length")
+    ax1.set_ylabel("forward FLOPs")
+    ax1.set_xscale("log", base=2)
+    ax1.legend()
+    ax2.loglog(n, [r["maha_forward_backward_ms"] for r in rows], "o-", label="MAHA fwd+bwd")
+    ax2.loglog(n, [r["sdpa_forward_backward_ms"] for r in rows], "s-", label="SDPA fwd+bwd")
+    ax2.loglog(n, [r["maha_forward_ms"] for r in rows], "o--", label="MAHA fwd")
+    ax2.loglog(n, [r["sdpa_forward_ms"] for r in rows], "s--", label="SDPA fwd")
+    ax2.set_xlabel("length")
+    ax2.set_ylabel("time (ms)")
+    ax2.set_xscale("log", base=2)
+    ax2.legend()
+    cfg = report["config"]
+    fig.suptitle(
+        f"MAHA vs SDPA: d={cfg['d_model']}, H={cfg['heads']}, L={cfg['scales']}, "
+        f"r={cfg['ratio']}, w={cfg['window']}, {cfg['strategy']}, {cfg['device']}, "
+        f"{cfg['threads']} thread(s)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for n in args.lengths:
+        row: dict[str, object] = {"length": n, "flops": flops(args, n)}
+        row.update(timings(args, n))
+        if not args.no_memory and (not args.quick or n == args.lengths[-1]):
+            row.update(peak_memory(args, n))
+        row["forward_speedup"] = row["sdpa_forward_ms"] / row["maha_forward_ms"]
+        row["forward_backward_speedup"] = (
+            row["sdpa_forward_backward_ms"] / row["maha_forward_backward_ms"]
+        )
+        row["fusion_share"] = row["fusion_forward_backward_ms"] / row["maha_forward_backward_ms"]
+        rows.append(row)
+        f = row["flops"]
+        mem = (
+            f", peak MiB {row['maha_peak_mib']:.0f} vs {row['sdpa_peak_mib']:.0f}"
+            if "maha_peak_mib" in row
+            else ""
+        )
+        print(
+            f"n={n:6d}  FLOPs saved: core {100 * f['core_reduction']:.1f}%, layer "
+            f"{100 * f['layer_reduction']:.1f}%  |  fwd {row['maha_forward_ms']:.1f} vs "
+            f"{row['sdpa_forward_ms']:.1f} ms ({row['forward_speedup']:.2f}x)  fwd+bwd "
+            f"{row['maha_forward_backward_ms']:.1f} vs {row['sdpa_forward_backward_ms']:.1f} ms "
+            f"({row['forward_backward_speedup']:.2f}x){mem}  |  fusion share "
+            f"{100 * row['fusion_share']:.1f}%",
+            flush=True,
+        )
+    config = {
+        "d_model": args.d_model,
+        "heads": args.heads,
+        "scales": args.scales,
+        "ratio": args.ratio,
+        "window": args.window,
+        "strategy": args.strategy,
+        "batch": args.batch,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "reps": args.reps,
+        "quick": args.quick,
+    }
+    report = {
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+        + f", torch {torch.__version__}, python {sys.version.split()[0]}",
+        "command": "python benchmarks/attention.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": config,
+        "rows": rows,
+        "targets": targets(rows),
+    }
+    for key, value in report["targets"].items():
+        print(f"target: {key}: {value}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "attention.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / "attention.md").write_text(markdown(report))
+    plot(report, args.out_dir / "attention.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Per-scale attention with scale-specific queries and keys and one shared value projection.
+
+For scale ``l`` with input ``X_l`` (length ``n_l``) and head ``h``:
+
+    Q_l = X_l W_Q^l,   K_l = X_l W_K^l,   V_l = D_l(... D_1(X W_V))
+    O_l[j] = sum_k softmax_k( <Q_l[j], K_l[k]> / sqrt(d_h) + M_l[j, k] ) V_l[k]
+
+with one value projection ``W_V`` shared by every scale and downsampled by the
+same operators as the input (``values`` below). The mask ``M_l`` is 0 on the
+allowed keys and ``-inf`` elsewhere:
+
+- fine scales (``l < L - 1``, or every scale when ``global_coarsest=False``) with
+  ``window = w``: ``0 <= j - k < w`` (causal) or ``|j - k| < w`` (non-causal);
+- the coarsest scale, or every scale when ``window is None``: all keys (non-causal)
+  or ``k <= j`` (causal);
+- keys that are padding (``valid`` False) are never allowed.
+
+Local attention is computed blockwise: the queries of block ``b`` (``w`` rows)
+attend the keys of blocks ``b-1, b`` (causal) or ``b-1, b, b+1`` with an exact
+``(w, 2w)`` / ``(w, 3w)`` mask, one PyTorch SDPA call over all blocks: cost
+``4 n w' d_h`` per head with ``w' = 2w`` or ``3w`` instead of ``4 n^2 d_h``. A
+query with no allowed key (only possible with padding) gets a zero output and
+``has_key = False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aggregation._validation import check_int
+
+__all__ = ["MultiscaleAttention", "local_attention", "global_attention"]
+
+_CHUNK_ELEMENTS = 1 << 19  # score entries per chunk of query blocks (~2 MB of float32)
+
+
+def _finish(out: Tensor, allowed_any: Tensor | None) -> Tensor:
+    """Zero the rows that had no allowed key (their SDPA output is meaningless)."""
+    if allowed_any is None:
+        return out
+    return out.masked_fill(~allowed_any.unsqueeze(-1), 0.0)
+
+
+def global_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, valid: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Full (optionally causal) attention of one scale.
+
+    Args:
+        q, k, v: ``(B, H, n, d_h)``.
+        causal: allow key ``k`` for query ``j`` only if ``k <= j``.
+        valid: optional ``(B, n)`` bool, True at real keys.
+
+    Returns:
+        ``(out, has_key)``: ``(B, H, n, d_h)`` and ``(B, n)`` bool (a query with
+        no allowed key has a zero output), or None without ``valid`` (every
+        query has a key).
+    """
+    batch, _, n, _ = q.shape
+    if valid is None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, n, d_h)
+        return out, None
+    allowed = valid[:, None, :].expand(batch, n, n)  # (B, n, n) [query, key]
+    if causal:
+        allowed = allowed & torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    has_key = allowed.any(-1)  # (B, n)
+    allowed = allowed | ~has_key.unsqueeze(-1)  # rows without keys: anything finite
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))
+    return _finish(out, has_key.unsqueeze(1)), has_key
+
+
+def _window_mask(nb: int, block: int, span: int, window: int, n: int, causal: bool, device):
+    """Allowed (query, key) pairs of the blocked layout, ``(nb, block, span)`` bool.
+
+    Query ``j`` of block ``i`` sits at ``i * block + j``; key slot ``m`` of block
+    ``i`` at ``i * block - window + m``.
+    """
+    qpos = torch.arange(nb * block, device=device).view(nb, block, 1)  # (nb, b, 1)
+    kpos = (torch.arange(nb, device=device) * block - window).view(nb, 1, 1) + torch.arange(
+        span, device=device
+    )  # (nb, 1, S)
+    rel = qpos - kpos  # j - k
+    allowed = (rel >= 0) & (rel < window) if causal else rel.abs() < window
+    return allowed & (kpos >= 0) & (kpos < n), kpos  # (nb, b, S), (nb, 1, S)
+
+
+def local_attention(
+    q: Tensor, k: Tensor, v: Tensor, window: int, *, causal: bool, valid: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Sliding-window attention computed blockwise.
+
+    Query ``j`` attends key ``k`` iff ``0 <= j - k < window`` (causal) or
+    ``|j - k| < window`` (non-causal), and the key is valid.
+
+    Layout: queries are cut into ``nb = ceil(n / w)`` blocks of ``w`` rows; block
+    ``i`` scores its queries against key blocks ``i - 1, i`` (causal) or
+    ``i - 1, i, i + 1`` (``S = 2w`` or ``3w`` keys), each the keys shifted by
+    one block (zero-padded), with one batched matrix product per neighbour.
+    The ``(w, S)`` score blocks get an additive ``0 / -inf`` mask, a softmax,
+    and the weighted sum of the value blocks: ``4 n S d_h`` FLOPs per head,
+    against ``4 n^2 d_h`` for full attention. Query blocks are processed in
+    cache-sized chunks. (PyTorch's fused CPU SDPA kernel is slower than this
+    on many tiny blocks.)
+
+    Args:
+        q, k, v: ``(B, H, n, d_h)``.
+        window: w >= 1.
+        causal: one-sided window.
+        valid: optional ``(B, n)`` bool, True at real keys.
+
+    Returns:
+        ``(out, has_key)``: ``(B, H, n, d_h)`` and ``(B, n)`` bool, or None
+        without ``valid`` (every query has a key: itself).
+    """
+    batch, heads, n, dh = q.shape
+    w = window
+    nb = -(-n // w)
+    offsets = (-1, 0) if causal else (-1, 0, 1)
+    span = len(offsets) * w
+    tail = nb * w - n + (w if not causal else 0)
+    device = q.device
+    allowed, kpos = _window_mask(nb, w, span, w, n, causal, device)  # (nb, w, S)
+    has_key = None
+    if valid is not None:
+        kvalid = F.pad(valid, (w, tail), value=False)  # key k at index k + w
+        key_ok = kvalid[:, (kpos + w).view(-1)].view(batch, nb, 1, span)  # (B, nb, 1, S)
+        allowed = allowed.unsqueeze(0) & key_ok  # (B, nb, w, S)
+        has_key = allowed.any(-1)  # (B, nb, w)
+        allowed = allowed | ~has_key.unsqueeze(-1)  # rows without keys: anything finite
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=device)
+        bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(1)  # (B, 1, nb, w, S)
+    else:
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=device)
+        bias = bias.masked_fill(~allowed, float("-inf"))  # (nb, w, S)
+    qb = F.pad(q * dh**-0.5, (0, 0, 0, nb * w - n)).view(batch, heads, nb, w, dh)
+
+    def blocks(t: Tensor, offset: int) -> Tensor:
+        """Block ``i`` of the result is block ``i + offset`` of ``t`` (zeros outside)."""
+        front = -offset * w  # negative padding crops
+        if -front >= n:  # nothing left after the crop: the next block does not exist
+            return t.new_zeros(batch, heads, nb, w, dh)
+        shifted = F.pad(t, (0, 0, front, nb * w - n - front))  # (B, H, nb w, d_h)
+        return shifted.view(batch, heads, nb, w, dh)
+
+    # Chunks of query blocks keep the score blocks' elementwise passes in cache.
+    rows = max(1, _CHUNK_ELEMENTS // (batch * heads * w * span))
+    kbs = [blocks(k, o).split(rows, dim=2) for o in offsets]
+    vbs = [blocks(v, o).split(rows, dim=2) for o in offsets]
+    outs = []
+    for c, (qc, bc) in enumerate(zip(qb.split(rows, dim=2), bias.split(rows, dim=-3))):
+        scores = torch.cat(
+            [torch.matmul(qc, kb[c].transpose(-1, -2)) for kb in kbs], dim=-1
+        )  # (B, H, c, w, S)
+        probs = torch.softmax(scores + bc, dim=-1).split(w, dim=-1)
+        out = torch.matmul(probs[0], vbs[0][c])  # (B, H, c, w, d_h)
+        for p, vb in zip(probs[1:], vbs[1:]):
+            out = out + torch.matmul(p, vb[c])
+        outs.append(out)
+    out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, nb, w, d_h)
+    if has_key is not None:
+        out = _finish(out, has_key.unsqueeze(1))
+        has_key = has_key.reshape(batch, nb * w)[:, :n]  # (B, n)
+    return out.reshape(batch, heads, nb * w, dh)[:, :, :n], has_key
+
+
+class MultiscaleAttention(nn.Module):
+    """Attention at every scale: scale-specific Q_l, K_l, one shared V (MAHA Section 4.2).
+
+    Fine scales attend within ``window`` (in rows of their own scale, so scale
+    ``l`` covers ``window * r^l`` input tokens), the coarsest attends globally
+    (unless ``global_coarsest=False``); ``window=None`` gives full attention at
+    every scale, the paper's formulation. The query/key projections act on the
+    downsampled sequences, whose lengths sum to less than ``n r / (r - 1)``, so
+    the projection cost is ``4 d^2 sum_l n_l`` FLOPs (+ ``2 n d^2`` for V).
+
+    Args:
+        d_model: d, divisible by ``num_heads``.
+        num_heads: H.
+        num_scales: L.
+        window: w >= 1 or None.
+        global_coarsest: the coarsest scale attends globally.
+        bias: biases in the projections.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_scales: int = 4,
+        window: int | None = 64,
+        *,
+        global_coarsest: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_int(d_model, "d_model", minimum=1)
+        self.num_heads = check_int(num_heads, "num_heads", minimum=1)
+        if d_model % num_heads:
+            raise ValueError(
+                f"d_model must be divisible by num_heads; received d_model={d_model}, "
+                f"num_heads={num_heads}"
+            )
+        self.num_scales = check_int(num_scales, "num_scales", minimum=1)
+        self.window = None if window is None else check_int(window, "window", minimum=1)
+        self.global_coarsest = bool(global_coarsest)
+        self.head_dim = d_model // num_heads
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.qk = nn.ModuleList(
+            nn.Linear(d_model, 2 * d_model, bias=bias, **factory) for _ in range(num_scales)
+        )
+        self.value = nn.Linear(d_model, d_model, bias=bias, **factory)
+
+    def is_local(self, scale: int, length: int) -> bool:
+        """Whether scale ``scale`` of length ``length`` uses the windowed path."""
+        if self.window is None or length <= self.window:
+            return False  # the window covers every key: plain (causal) attention
+        return not (self.global_coarsest and scale == self.num_scales - 1)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        batch, n, _ = t.shape
+        return t.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, d_h)
+
+    def forward(
+        self,
+        scales: Sequence[Tensor],
+        values: Sequence[Tensor],
+        valid: Sequence[Tensor] | None = None,
+        *,
+        causal: bool = False,
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """Attention output of every scale.
+
+        Args:
+            scales: L tensors, scale l's ``X_l`` of shape ``(B, n_l, d)``.
+            values: L tensors, ``V_l`` of shape ``(B, n_l, d)`` (the shared value
+                projection ``X W_V``, see :attr:`value`, downsampled like ``X``).
+            valid: optional L bool tensors ``(B, n_l)``, True at real blocks.
+            causal: block ``j`` attends only blocks ``k <= j``.
+
+        Returns:
+            L pairs ``(O_l, has_key_l)``: ``(B, n_l, H, d_h)`` and ``(B, n_l)`` bool
+            (None without ``valid``: every block then has a key).
+        """
+        outputs = []
+        for l, (x_l, v_l) in enumerate(zip(scales, values)):
+            q_l, k_l = self.qk[l](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
+            q_l, k_l, v_h = self._heads(q_l), self._heads(k_l), self._heads(v_l)
+            valid_l = None if valid is None else valid[l]
+            if self.window is not None and self.is_local(l, x_l.shape[1]):
+                out, has_key = local_attention(
+                    q_l, k_l, v_h, self.window, causal=causal, valid=valid_l
+                )
+            else:
+                out, has_key = global_attention(q_l, k_l, v_h, causal=causal, valid=valid_l)
+            outputs.append((out.transpose(1, 2), has_key))  # (B, n_l, H, d_h)
+        return outputs
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, num_scales={self.num_scales}, "
+            f"window={self.window}, global_coarsest={self.global_coarsest}"
+        )

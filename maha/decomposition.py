@@ -1,0 +1,181 @@
+"""Hierarchical decomposition of a sequence into L scales (MAHA paper, Section 4.1).
+
+``X_0 = X`` and ``X_l = D_l(X_{l-1})`` for ``l = 1..L-1``, where ``D_l`` maps
+each block of ``r`` consecutive rows to one row. Kernel = stride = r, so block
+``j`` of scale ``l`` depends only on the input rows ``[j r^l, (j+1) r^l)``: the
+operator is causal by construction (a block never sees a token outside itself).
+Lengths follow ``n_l = ceil(n_{l-1} / r)``; the tail of a scale whose length is
+not a multiple of ``r`` is padded with zeros, so the last block of a scale may
+be *incomplete*. Whoever consumes the scales in causal mode must never let a
+position use a block that ends after it (see :mod:`maha.upsample`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aggregation._validation import check_choice, check_int, describe
+
+from .config import DECOMPOSITIONS
+
+__all__ = ["HierarchicalDecomposition", "scale_lengths", "downsample_valid"]
+
+
+def scale_lengths(length: int, num_scales: int, ratio: int) -> list[int]:
+    """``[n_0, ..., n_{L-1}]`` with ``n_0 = length`` and ``n_l = ceil(n_{l-1} / ratio)``."""
+    lengths = [int(length)]
+    for _ in range(num_scales - 1):
+        lengths.append(math.ceil(lengths[-1] / ratio))
+    return lengths
+
+
+def _pad_tail(x: Tensor, ratio: int, dim: int, value: float | bool = 0) -> Tensor:
+    """Pad ``dim`` of ``x`` at the end to a multiple of ``ratio`` with ``value``."""
+    n = x.shape[dim]
+    extra = (-n) % ratio
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    filler = torch.full(shape, value, dtype=x.dtype, device=x.device)
+    return torch.cat([x, filler], dim=dim)
+
+
+def downsample_valid(valid: Tensor, num_scales: int, ratio: int) -> list[Tensor]:
+    """Per-scale validity masks: a block is valid iff it holds at least one valid token.
+
+    Args:
+        valid: ``(B, n)`` bool, True at real (unpadded) tokens.
+
+    Returns:
+        ``L`` bool tensors, scale l's of shape ``(B, n_l)``.
+    """
+    masks = [valid]
+    for _ in range(num_scales - 1):
+        v = _pad_tail(masks[-1], ratio, 1, False)  # (B, r * n_l)
+        masks.append(v.view(v.shape[0], -1, ratio).any(-1))  # (B, n_l)
+    return masks
+
+
+class HierarchicalDecomposition(nn.Module):
+    """Learnable (or pooling) multiscale decomposition ``X_l = D_l(X_{l-1})``.
+
+    Operators ``D_l`` (one per level ``l = 1..L-1``), each mapping a block
+    ``B_j = X_{l-1}[r j : r j + r]`` (zero-padded at the tail) to one row:
+
+    - ``"conv"``: depthwise strided convolution, ``D(B_j) = sum_k w_k * B_j[k] + b``
+      with per-channel weights ``w_k in R^d`` (initialised to ``1 / r``, average
+      pooling); ``2 r d`` elementwise FLOPs per output row (computed as a
+      broadcast product and sum: PyTorch's grouped ``conv1d`` is far slower on CPU).
+    - ``"dense_conv"``: full channel-mixing strided convolution (the paper's
+      code), ``D(B_j) = [W_1 .. W_r] vec(B_j) + b`` with ``W_k in R^{d x d}``
+      (initialised to ``I / r``); one matrix product, ``2 r d^2`` FLOPs per output row.
+    - ``"avg"`` / ``"max"``: average / max pooling over the block (no parameters).
+
+    With ``valid`` (a key padding mask, True = real token), padded rows are
+    zeroed before the first level and blocks holding no valid token are zeroed
+    after every level, so that a right-padded sequence decomposes exactly like
+    the unpadded one (whose tail is zero-padded).
+
+    Args:
+        d_model: channel width d.
+        num_scales: L >= 1 (scale 0 is the input itself).
+        ratio: r >= 2.
+        mode: one of ``"conv"``, ``"dense_conv"``, ``"avg"``, ``"max"``.
+        bias: learn a bias in the convolutions.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_scales: int = 4,
+        ratio: int = 2,
+        mode: str = "conv",
+        *,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.d_model = check_int(d_model, "d_model", minimum=1)
+        self.num_scales = check_int(num_scales, "num_scales", minimum=1)
+        self.ratio = check_int(ratio, "ratio", minimum=2)
+        self.mode = check_choice(mode, "mode", DECOMPOSITIONS)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        levels = self.num_scales - 1
+        if self.mode == "conv":
+            weight = torch.full((levels, ratio, d_model), 1.0 / ratio, **factory)  # w_k per channel
+        elif self.mode == "dense_conv":
+            eye = torch.eye(d_model, **factory) / ratio  # (d, d)
+            weight = eye.repeat(1, ratio).unsqueeze(0).repeat(levels, 1, 1)  # (L-1, d, r d)
+        else:
+            weight = None
+        self.weight = None if weight is None else nn.Parameter(weight)
+        has_bias = bias and weight is not None
+        self.bias = nn.Parameter(torch.zeros(levels, d_model, **factory)) if has_bias else None
+
+    def lengths(self, length: int) -> list[int]:
+        """The scale lengths ``[n_0, ..., n_{L-1}]`` for an input of ``length`` rows."""
+        return scale_lengths(length, self.num_scales, self.ratio)
+
+    def level(self, x: Tensor, index: int) -> Tensor:
+        """Apply ``D_{index+1}`` to one scale.
+
+        Args:
+            x: ``(B, n, d)``.
+            index: the level, ``0 <= index < L - 1``.
+
+        Returns:
+            ``(B, ceil(n / r), d)``.
+        """
+        r = self.ratio
+        xp = _pad_tail(x, r, 1)  # (B, r m, d)
+        batch, rows, d = xp.shape
+        blocks = xp.view(batch, rows // r, r, d)  # (B, m, r, d)
+        if self.weight is None:  # pooling
+            return blocks.mean(2) if self.mode == "avg" else blocks.amax(2)  # (B, m, d)
+        weight = self.weight[index].to(xp.dtype)
+        if self.mode == "conv":
+            out = (blocks * weight).sum(2)  # (B, m, d)
+        else:
+            flat = blocks.reshape(batch, rows // r, r * d)  # (B, m, r d)
+            out = flat @ weight.t()  # (B, m, d)
+        if self.bias is not None:
+            out = out + self.bias[index].to(out.dtype)
+        return out
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> list[Tensor]:
+        """Decompose ``x`` into its L scales.
+
+        Args:
+            x: ``(B, n, d)``.
+            valid: optional ``(B, n)`` bool, True at real tokens.
+
+        Returns:
+            ``[X_0, ..., X_{L-1}]``, scale l of shape ``(B, n_l, d)``,
+            ``n_l = ceil(n_{l-1} / r)``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x must have shape (batch, length, {self.d_model}); received {describe(x)}"
+            )
+        masks = None if valid is None else downsample_valid(valid, self.num_scales, self.ratio)
+        if masks is not None:
+            x = x * masks[0].unsqueeze(-1).to(x.dtype)  # (B, n, d)
+        scales = [x]
+        for index in range(self.num_scales - 1):
+            nxt = self.level(scales[-1], index)  # (B, n_l, d)
+            if masks is not None:
+                nxt = nxt * masks[index + 1].unsqueeze(-1).to(nxt.dtype)
+            scales.append(nxt)
+        return scales
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_scales={self.num_scales}, ratio={self.ratio}, "
+            f"mode={self.mode!r}"
+        )

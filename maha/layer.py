@@ -1,0 +1,335 @@
+"""``MAHAAttention``: a drop-in multiscale self-attention layer (batch_first).
+
+Pipeline for an input ``x`` of shape ``(B, n, d)``:
+
+1. decomposition ``X_0 = x, X_l = D_l(X_{l-1})`` (lengths ``n_l = ceil(n_{l-1}/r)``),
+2. shared values ``V_0 = x W_V``, ``V_l = D_l(V_{l-1})`` (the same operators),
+3. per-scale attention with scale-specific ``Q_l, K_l`` (windowed on fine
+   scales, global on the coarsest),
+4. causal nearest-neighbour upsampling to length n, with absent scales masked,
+5. per (position, head) fusion by the scale game (or another strategy),
+6. output projection ``W_O``.
+
+Exact causality (causal mode): the output at position ``t`` is a function of
+``x[:, :t+1]`` only, bit for bit: decomposition blocks never straddle their end,
+a position uses only coarse blocks that end at or before it, each block attends
+only earlier-or-equal blocks, and the fusion is per position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aggregation._validation import check_int, describe
+
+from .attention import MultiscaleAttention
+from .config import validate_layer_args
+from .decomposition import HierarchicalDecomposition, downsample_valid
+from .fusion import FusionDiagnostics, ScaleFusion
+from .upsample import upsample
+
+__all__ = ["MAHAAttention", "check_attention_inputs"]
+
+
+def _is_causal_mask(mask: Tensor) -> bool:
+    """True iff ``mask`` (n, n) masks exactly the strictly upper triangle."""
+    n = mask.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)
+    if mask.dtype == torch.bool:
+        return bool(torch.equal(mask, upper))
+    blocked = torch.isneginf(mask)
+    return bool(torch.equal(blocked, upper)) and bool((mask[~upper] == 0).all())
+
+
+def check_attention_inputs(
+    x: Tensor,
+    d_model: int,
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    is_causal: bool,
+    max_length: int | None,
+) -> tuple[bool, Tensor | None]:
+    """Validate the forward arguments of an attention layer.
+
+    Returns:
+        ``(causal_from_mask, valid)``: whether ``attn_mask`` (or ``is_causal``)
+        asks for causal attention, and the ``(B, n)`` bool validity mask (True
+        = real token) derived from ``key_padding_mask`` (None when absent).
+
+    Raises:
+        TypeError / ValueError naming the argument, the expectation and what
+        was received.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"x must be a tensor of shape (batch, length, d_model); received {describe(x)}"
+        )
+    if x.dim() != 3:
+        raise ValueError(
+            f"x must have 3 dimensions (batch, length, d_model={d_model}) with batch_first=True; "
+            f"received {describe(x)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; received {describe(x)}")
+    batch, n, width = x.shape
+    if width != d_model:
+        raise ValueError(f"x must have last dimension d_model={d_model}; received {describe(x)}")
+    if n < 1:
+        raise ValueError(f"x must have length >= 1; received {describe(x)}")
+    if max_length is not None and n > max_length:
+        raise ValueError(f"x length must be <= max_length={max_length}; received length {n}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool; received {describe(is_causal)}")
+    causal = is_causal
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise TypeError(f"attn_mask must be a tensor or None; received {describe(attn_mask)}")
+        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+            raise TypeError(
+                f"attn_mask must be bool (True = masked) or floating (-inf = masked); "
+                f"received {describe(attn_mask)}"
+            )
+        if tuple(attn_mask.shape) != (n, n):
+            raise ValueError(
+                f"attn_mask must have shape (length, length) = ({n}, {n}); "
+                f"received {describe(attn_mask)}"
+            )
+        if not _is_causal_mask(attn_mask):
+            raise ValueError(
+                "attn_mask must be None or the causal mask (True / -inf strictly above the "
+                "diagonal, as from nn.Transformer.generate_square_subsequent_mask): coarse "
+                "scales attend blocks of tokens, so arbitrary token-level masks have no "
+                "multiscale meaning; received another mask"
+            )
+        causal = True
+    valid = None
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, Tensor):
+            raise TypeError(
+                f"key_padding_mask must be a tensor or None; received {describe(key_padding_mask)}"
+            )
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(
+                f"key_padding_mask must be a bool tensor (True = padding); "
+                f"received {describe(key_padding_mask)}"
+            )
+        if tuple(key_padding_mask.shape) != (batch, n):
+            raise ValueError(
+                f"key_padding_mask must have shape (batch, length) = ({batch}, {n}); "
+                f"received {describe(key_padding_mask)}"
+            )
+        valid = ~key_padding_mask.to(x.device)
+    return causal, valid
+
+
+class MAHAAttention(nn.Module):
+    """Multiscale Aggregated Hierarchical Attention, a drop-in self-attention layer.
+
+    Shapes (batch_first): ``x`` is ``(B, n, d_model)``, the output is
+    ``(B, n, d_model)``. Internally scale ``l`` has length ``n_l = ceil(n / r^l)``,
+    per-scale outputs are ``(B, n_l, H, d_h)``, upsampled to ``(B, n, H, L, d_h)``,
+    fused to ``(B, n, H, d_h)`` and projected by ``W_O``.
+
+    Args:
+        d_model: d, divisible by ``num_heads``.
+        num_heads: H.
+        num_scales: L >= 1.
+        ratio: r >= 2.
+        window: local window (rows of each scale) of the fine scales, or None
+            for full attention at every scale (the paper's formulation).
+        strategy: ``"nash"`` (default), ``"convex"``, ``"fictitious_play"``,
+            ``"best_response"``, ``"mean"`` or ``"softmax"``; see
+            :mod:`maha.fusion`.
+        causal: always causal (a language model layer); otherwise causal only
+            when ``forward`` gets ``is_causal=True`` or a causal ``attn_mask``.
+        decomposition: ``"conv"`` (depthwise strided conv), ``"dense_conv"``,
+            ``"avg"`` or ``"max"``.
+        global_coarsest: the coarsest scale attends globally.
+        gating: cross-scale gating (paper Eq. 12) before fusion.
+        mu, asymmetric, utility_eps, solver_tol, solver_max_iter: see
+            :class:`maha.fusion.ScaleFusion`.
+        bias: biases in the projections and convolutions.
+        dropout: dropout on the output.
+        max_length: optional longest accepted input length.
+
+    Padding: ``key_padding_mask`` (``(B, n)`` bool, True = padding, as in
+    ``nn.MultiheadAttention``) excludes padded tokens as keys and from the
+    decomposition (they are zeroed; a coarse block made only of padding is not
+    a key). Outputs at padded positions are zero, also for rows that are
+    entirely padding (never NaN). For right padding the outputs at real
+    positions equal those of the unpadded sequence.
+
+    Masks: ``attn_mask`` may only be the causal mask (it then means
+    ``is_causal=True``); coarse scales attend *blocks* of tokens, so an
+    arbitrary token-level mask has no multiscale meaning and raises.
+
+    dtypes and compilation: the layer runs in the input's dtype and under
+    ``torch.autocast`` (bfloat16 on CPU included); the games are built and
+    solved in float32 at least. ``torch.compile`` works: with ``"mean"`` or
+    ``"softmax"`` the layer traces into one graph (``fullgraph=True``); the game
+    strategies compile with graph breaks at the solver, whose input validation
+    and pivoting are data-dependent (they read tensor values on the host).
+
+    Differences from ``nn.MultiheadAttention``: self-attention only (one input
+    ``x``), ``batch_first`` always, and ``forward`` returns the output alone (use
+    :meth:`forward_with_diagnostics` for the fusion weights).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_scales: int = 4,
+        ratio: int = 2,
+        window: int | None = 64,
+        strategy: str = "nash",
+        causal: bool = False,
+        *,
+        decomposition: str = "conv",
+        global_coarsest: bool = True,
+        gating: bool = False,
+        mu: float = 1.0,
+        asymmetric: bool = False,
+        utility_eps: float = 1e-3,
+        solver_tol: float | None = None,
+        solver_max_iter: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        max_length: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        validate_layer_args(
+            d_model=d_model,
+            num_heads=num_heads,
+            num_scales=num_scales,
+            ratio=ratio,
+            window=window,
+            strategy=strategy,
+            decomposition=decomposition,
+        )
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool; received {describe(causal)}")
+        if max_length is not None:
+            check_int(max_length, "max_length", minimum=1)
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.num_scales = num_scales
+        self.ratio = ratio
+        self.window = window
+        self.strategy = strategy
+        self.causal = causal
+        self.max_length = max_length
+        self.batch_first = True
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.decomposition = HierarchicalDecomposition(
+            d_model, num_scales, ratio, decomposition, bias=bias, **factory
+        )
+        self.attention = MultiscaleAttention(
+            d_model,
+            num_heads,
+            num_scales,
+            window,
+            global_coarsest=global_coarsest,
+            bias=bias,
+            **factory,
+        )
+        self.fusion = ScaleFusion(
+            num_scales,
+            num_heads,
+            d_model // num_heads,
+            strategy,
+            gating=gating,
+            mu=mu,
+            asymmetric=asymmetric,
+            utility_eps=utility_eps,
+            solver_tol=solver_tol,
+            solver_max_iter=solver_max_iter,
+            **factory,
+        )
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """Self-attention output.
+
+        Args:
+            x: ``(B, n, d_model)`` (batch_first).
+            attn_mask: None or the causal ``(n, n)`` mask (bool True = masked, or
+                float with ``-inf`` above the diagonal); it means ``is_causal=True``.
+            key_padding_mask: optional ``(B, n)`` bool, True at padding.
+            is_causal: causal attention (always on if the layer was built causal).
+
+        Returns:
+            ``(B, n, d_model)``.
+        """
+        return self._run(x, attn_mask, key_padding_mask, is_causal)[0]
+
+    def forward_with_diagnostics(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, FusionDiagnostics]:
+        """Like :meth:`forward`, also returning the fusion's diagnostics.
+
+        Returns:
+            ``(out, diagnostics)``: ``(B, n, d_model)`` and a
+            :class:`maha.fusion.FusionDiagnostics` with the weights ``(B, n, H, L)``,
+            the presence mask ``(B, n, L)`` and, for game strategies, the
+            utilities, interaction matrices, equilibria, regrets and
+            convergence flags.
+        """
+        return self._run(x, attn_mask, key_padding_mask, is_causal)
+
+    def _run(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+    ) -> tuple[Tensor, FusionDiagnostics]:
+        causal, valid = check_attention_inputs(
+            x, self.d_model, attn_mask, key_padding_mask, is_causal, self.max_length
+        )
+        causal = causal or self.causal
+        batch, n, _ = x.shape
+        L, H, dh = self.num_scales, self.num_heads, self.head_dim
+        valids = None if valid is None else downsample_valid(valid, L, self.ratio)
+        scales = self.decomposition(x, valid)  # L x (B, n_l, d)
+        values = self.decomposition(self.attention.value(x), valid)  # L x (B, n_l, d)
+        per_scale = self.attention(scales, values, valids, causal=causal)
+        ups, presents = [], []
+        for l, (out_l, has_key) in enumerate(per_scale):  # (B, n_l, H, d_h), (B, n_l)
+            up, present = upsample(out_l, has_key, n, self.ratio**l, causal=causal)
+            ups.append(up)  # (B, n, H, d_h)
+            presents.append(present)  # (B, n)
+        stacked = torch.stack(ups, dim=3)  # (B, n, H, L, d_h)
+        present = torch.stack(presents, dim=-1)  # (B, n, L)
+        fused = self.fusion(stacked, present)
+        out = self.out_proj(fused.output.reshape(batch, n, H * dh))  # (B, n, d)
+        if valid is not None:
+            out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return self.dropout(out), fused.diagnostics
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, num_scales={self.num_scales}, "
+            f"ratio={self.ratio}, window={self.window}, strategy={self.strategy!r}, "
+            f"causal={self.causal}, batch_first=True"
+        )

@@ -1,0 +1,81 @@
+"""Nearest-neighbour upsampling of a scale back to the input length, causal when asked.
+
+Block ``j`` of scale ``l`` covers the input positions ``[j f, (j+1) f)`` with
+``f = r^l``, so it *ends* at ``(j+1) f - 1``.
+
+- Non-causal: position ``t`` receives block ``floor(t / f)`` (the block holding it).
+- Causal: position ``t`` receives the last block that ends at or before ``t``,
+  ``j(t) = floor((t + 1) / f) - 1``; when ``t + 1 < f`` no block has ended yet and
+  the scale is *absent* at ``t`` (``present`` is False, the output row is zero).
+  Because ``(j(t) + 1) f - 1 <= t``, every token the block holds is at or before
+  ``t`` (blocks never straddle their end), and a block that is incomplete (it
+  overlaps the zero-padded tail) ends at or after ``n`` and is never used.
+
+There is no drift for lengths that are not multiples of ``f``: indices are
+computed from the block geometry, not by interpolating ``n_l`` rows onto ``n``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["upsample_index", "upsample"]
+
+
+def upsample_index(
+    length: int, factor: int, *, causal: bool, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Block index and presence of every input position.
+
+    Args:
+        length: n, the input length.
+        factor: f = r^l >= 1, input positions per block.
+        causal: use the last block ending at or before ``t``.
+
+    Returns:
+        ``(index, present)``: ``(n,)`` int64 (clamped to 0 where absent) and
+        ``(n,)`` bool.
+    """
+    t = torch.arange(length, device=device)  # (n,)
+    if causal:
+        index = torch.div(t + 1, factor, rounding_mode="floor") - 1  # (n,)
+        present = index >= 0
+        return index.clamp(min=0), present
+    index = torch.div(t, factor, rounding_mode="floor")  # (n,)
+    return index, torch.ones(length, dtype=torch.bool, device=device)
+
+
+def upsample(
+    out: Tensor, has_key: Tensor | None, length: int, factor: int, *, causal: bool
+) -> tuple[Tensor, Tensor]:
+    """Upsample one scale's output to the input length.
+
+    Absent positions read an appended zero row, so the result is one gather
+    (no masking pass); scale 0 (``factor = 1``) without padding is returned as is.
+
+    Args:
+        out: ``(B, n_l, ...)`` the scale's output (any trailing shape).
+        has_key: ``(B, n_l)`` bool, False where a block had no key to attend, or
+            None when every block had one (no padding).
+        length: n, the input length.
+        factor: f = r^l.
+        causal: see :func:`upsample_index`.
+
+    Returns:
+        ``(up, present)``: ``(B, n, ...)`` with zero rows where absent, and
+        ``(B, n)`` bool, True where the scale is a player at that position.
+    """
+    batch, n_l = out.shape[:2]
+    index, present = upsample_index(length, factor, causal=causal, device=out.device)
+    if factor == 1 and has_key is None:
+        return out, present.expand(batch, length)
+    zero = out.new_zeros(batch, 1, *out.shape[2:])
+    padded = torch.cat([out, zero], dim=1)  # (B, n_l + 1, ...), row n_l is zero
+    if has_key is None:
+        index = torch.where(present, index, n_l)  # (n,)
+        return padded.index_select(1, index), present.expand(batch, length)
+    present = present.unsqueeze(0) & has_key.index_select(1, index)  # (B, n)
+    index = torch.where(present, index.unsqueeze(0), n_l)  # (B, n)
+    rows = torch.arange(batch, device=out.device).unsqueeze(1)  # (B, 1)
+    return padded[rows, index], present

@@ -1,0 +1,42 @@
+"""The attention benchmark runs end to end (``--quick``) and writes JSON, Markdown and PNG."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "attention.py"
+
+
+def test_attention_benchmark_quick(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "attention.json").read_text())
+    assert report["config"]["quick"] and report["config"]["strategy"] == "nash"
+    rows = report["rows"]
+    assert [r["length"] for r in rows] == [64, 256]
+    for row in rows:
+        flops = row["flops"]
+        # the analytic count equals FlopCounterMode's (the script stops otherwise)
+        assert flops["flop_counter"]["maha"] == flops["maha"]["counted"]
+        assert flops["flop_counter"]["standard"] == flops["standard"]["counted"]
+        assert flops["maha"]["solver"] > 0 and flops["maha"]["total"] > flops["maha"]["counted"]
+        for key in ("maha_forward_ms", "sdpa_forward_backward_ms", "fusion_forward_backward_ms"):
+            assert row[key] > 0
+        assert 0 < row["fusion_share"] < 1
+    assert rows[-1]["maha_peak_mib"] > 0 and rows[-1]["sdpa_peak_mib"] > 0
+    assert rows[1]["flops"]["core_reduction"] > rows[0]["flops"]["core_reduction"]
+    assert "fusion share < 15%" in report["targets"]
+    table = (tmp_path / "attention.md").read_text()
+    assert "| length |" in table and "| 256 |" in table
+    assert (tmp_path / "attention.png").stat().st_size > 1000
+    assert "fwd+bwd" in done.stdout and "x)" in done.stdout
