@@ -110,6 +110,20 @@ class FeedForward(nn.Module):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
+def local_context(
+    norm: nn.Module, conv: nn.Module, x: Tensor, key_padding_mask: Tensor | None
+) -> Tensor:
+    """Pre-norm plus dilated-convolution context: ``u + gelu(conv(u))``, ``u = norm(x)``.
+
+    ``x`` is ``(B, n, d)``; padded rows (``key_padding_mask`` True) of ``u`` are
+    zeroed first so that padding never leaks into real positions. Returns ``(B, n, d)``.
+    """
+    u = norm(x)  # (B, n, d)
+    if key_padding_mask is not None:
+        u = u.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+    return u + F.gelu(conv(u))  # (B, n, d)
+
+
 class MAHABlock(nn.Module):
     """Hybrid block: dilated conv for local context, MAHA attention, FFN (pre-norm).
 
@@ -168,10 +182,7 @@ class MAHABlock(nn.Module):
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias, **factory)
 
     def _mix(self, x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        u = self.ln_1(x)  # (B, n, d)
-        if key_padding_mask is not None:
-            u = u.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
-        return u + F.gelu(self.local(u))  # (B, n, d)
+        return local_context(self.ln_1, self.local, x, key_padding_mask)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """``(B, n, d) -> (B, n, d)``."""

@@ -107,7 +107,9 @@ class HierarchicalDecomposition(nn.Module):
         self.mode = check_choice(mode, "mode", DECOMPOSITIONS)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         levels = self.num_scales - 1
-        if self.mode == "conv":
+        if levels == 0:  # one scale: nothing to downsample, no parameters
+            weight = None
+        elif self.mode == "conv":
             weight = torch.full((levels, ratio, d_model), 1.0 / ratio, **factory)  # w_k per channel
         elif self.mode == "dense_conv":
             eye = torch.eye(d_model, **factory) / ratio  # (d, d)

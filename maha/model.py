@@ -8,8 +8,8 @@ All models map token ids ``idx`` of shape ``(B, T)`` (int64 in ``[0, vocab)``,
     logits = LN_f(h) E_tok^T                (tied input/output embeddings)
 
 - :class:`MAHATransformer`: blocks are :class:`maha.MAHABlock` (causal).
-- :class:`FullAttentionTransformer`: the same width, depth, heads, FFN and
-  embeddings, with standard causal SDPA attention and no convolution.
+- :class:`FullAttentionTransformer`: the same width, depth, heads, FFN,
+  embeddings and dilated convolution, with standard causal SDPA attention.
 - ``build_model("local", cfg)``: a MAHA model with only its finest scale
   (``num_scales=1``, windowed, ``strategy="mean"``), i.e. sliding-window attention
   after the dilated convolution.
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from aggregation._validation import check_choice, check_int, check_positive, describe
 
-from .block import FeedForward, MAHABlock
+from .block import DilatedConv, FeedForward, MAHABlock, local_context
 from .config import MAHAConfig
 from .standard import StandardAttention
 
@@ -51,12 +51,20 @@ VARIANTS: tuple[str, ...] = (
 
 
 class FullAttentionBlock(nn.Module):
-    """Pre-norm transformer block with standard causal attention: ``(B, n, d) -> (B, n, d)``."""
+    """Pre-norm block with standard causal attention: ``(B, n, d) -> (B, n, d)``.
+
+    It has the same dilated (causal) convolution for local context as
+    :class:`maha.MAHABlock`, so that a comparison of the two models differs in
+    the attention alone.
+    """
 
     def __init__(self, config: MAHAConfig) -> None:
         super().__init__()
         d = config.d_model
         self.ln_1 = nn.LayerNorm(d, bias=config.bias)
+        self.local = DilatedConv(
+            d, config.conv_kernel, config.conv_dilation, causal=config.causal, bias=config.bias
+        )
         self.attn = StandardAttention(
             d,
             config.n_head,
@@ -69,7 +77,8 @@ class FullAttentionBlock(nn.Module):
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), key_padding_mask=key_padding_mask)
+        u = local_context(self.ln_1, self.local, x, key_padding_mask)  # (B, n, d)
+        x = x + self.attn(u, key_padding_mask=key_padding_mask)
         return x + self.ffn(self.ln_2(x))
 
 
@@ -200,7 +209,7 @@ class MAHATransformer(_LanguageModel):
 
 class FullAttentionTransformer(_LanguageModel):
     """The full-attention peer of :class:`MAHATransformer`: same embeddings, width,
-    depth, heads and FFN, standard causal SDPA attention (no dilated conv).
+    depth, heads, FFN and dilated convolution, standard causal SDPA attention.
 
     ``forward(idx (B, T) int) -> logits (B, T, vocab_size)``.
     """
