@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--decomposition", default="conv", choices=DECOMPOSITIONS)
     m.add_argument("--mu", type=float, default=1.0, help="diagonal shift of the scale game")
     m.add_argument("--gating", action="store_true", help="cross-scale gate (paper Eq. 12)")
+    m.add_argument(
+        "--solver-max-iter",
+        type=int,
+        default=None,
+        help="iteration budget of the fusion's game solver (default: the solver's own)",
+    )
     m.add_argument("--asymmetric", action="store_true", help="learned skew term in the game")
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--ffn-mult", type=int, default=4)
@@ -120,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         decomposition=args.decomposition,
         mu=args.mu,
         gating=args.gating,
+        solver_max_iter=args.solver_max_iter,
         asymmetric=args.asymmetric,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,

@@ -1,0 +1,223 @@
+"""Shared plumbing for the N-player iterative solvers (private).
+
+Every N-player solver flattens the game's batch dimensions into one leading
+dimension ``B``, computes in the game's compute dtype (half precision in
+float32), and at the end reshapes to ``(*batch, ...)``, casts the strategies
+back to the input dtype and recomputes the regret from scratch, so that a
+returned ``converged`` flag never rests on a stale or approximate regret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import as_tensor, check_int, compute_dtype, describe
+from ..games.normal_form import NormalFormGame, _regret
+from ..result import EquilibriumResult
+
+__all__ = [
+    "Prepared",
+    "finish",
+    "initial_mixed",
+    "initial_pure",
+    "payoff_ranges",
+    "prepare",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A game flattened for a solver.
+
+    Attributes:
+        payoffs: ``(B, N, A_1, ..., A_N)`` in the compute dtype.
+        n: the number of players N.
+        actions: ``(A_1, ..., A_N)``.
+        batch_shape: the game's batch shape (``B`` is its product).
+        dtype: the input dtype (strategies are returned in it).
+    """
+
+    payoffs: Tensor
+    n: int
+    actions: tuple[int, ...]
+    batch_shape: torch.Size
+    dtype: torch.dtype
+
+    @property
+    def size(self) -> int:
+        return self.payoffs.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.payoffs.device
+
+    @property
+    def cdtype(self) -> torch.dtype:
+        return self.payoffs.dtype
+
+
+def prepare(game: Any) -> Prepared:
+    """Validate ``game`` and flatten its batch dimensions."""
+    if not isinstance(game, NormalFormGame):
+        raise TypeError(f"game must be a NormalFormGame; received {describe(game)}")
+    payoffs = game.payoffs
+    n = game.num_players
+    cdtype = compute_dtype(payoffs.dtype)
+    flat = payoffs.detach().to(cdtype).reshape(-1, *payoffs.shape[-(n + 1) :])  # (B,N,*A)
+    return Prepared(flat, n, game.num_actions, game.batch_shape, payoffs.dtype)
+
+
+def payoff_ranges(prep: Prepared) -> Tensor:
+    """``(B, N)`` each player's payoff range ``max P_i - min P_i`` (1 where it is 0)."""
+    flat = prep.payoffs.flatten(2)  # (B, N, K)
+    span = flat.amax(-1) - flat.amin(-1)  # (B, N)
+    return torch.where(span > 0, span, torch.ones_like(span))
+
+
+def _broadcast_rows(t: Tensor, prep: Prepared, name: str) -> Tensor:
+    """Broadcast a ``(*b, k)`` tensor against the batch and flatten to ``(B, k)``."""
+    try:
+        full = t.expand(*prep.batch_shape, t.shape[-1])  # (*batch, k)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} must have batch shape broadcastable to the game's "
+            f"{tuple(prep.batch_shape)}; received shape {tuple(t.shape)}"
+        ) from None
+    return full.reshape(prep.size, t.shape[-1])
+
+
+def initial_mixed(
+    initial: Sequence[Any] | None,
+    prep: Prepared,
+    default: str,
+    name: str = "initial",
+    atol: float = 1e-6,
+) -> tuple[Tensor, ...]:
+    """A starting mixed profile, flattened to ``(B, A_i)`` per player.
+
+    ``initial=None`` gives ``default``: ``"uniform"`` or ``"first"`` (every
+    player's first action). Otherwise ``initial`` must hold one strategy per
+    player, each on the probability simplex within ``atol``.
+    """
+    n, device, dtype = prep.n, prep.device, prep.cdtype
+    if initial is None:
+        out = []
+        for a in prep.actions:
+            if default == "uniform":
+                row = torch.full((a,), 1.0 / a, dtype=dtype, device=device)
+            else:
+                row = torch.zeros(a, dtype=dtype, device=device)
+                row[0] = 1.0
+            out.append(row.expand(prep.size, a))
+        return tuple(out)
+    if isinstance(initial, (Tensor, str)) or not isinstance(initial, Sequence):
+        raise TypeError(
+            f"{name} must be a tuple or list of {n} mixed strategies (one per player); "
+            f"received {describe(initial)}"
+        )
+    if len(initial) != n:
+        raise ValueError(f"{name} must hold one strategy per player ({n}); received {len(initial)}")
+    out = []
+    for i, (s, a) in enumerate(zip(initial, prep.actions)):
+        t = as_tensor(s, f"{name}[{i}]", min_dim=1)
+        if t.shape[-1] != a:
+            raise ValueError(
+                f"{name}[{i}] must have {a} entries (player {i}'s actions) in its last "
+                f"dimension; received shape {tuple(t.shape)}"
+            )
+        low = float(t.min())
+        worst = float((t.sum(-1) - 1).abs().max())
+        if low < -atol or worst > atol:
+            raise ValueError(
+                f"{name}[{i}] must lie on the probability simplex (entries >= 0 summing to 1 "
+                f"within {atol:g}); received min entry {low:.3g} and sums off by up to "
+                f"{worst:.3g}"
+            )
+        t = t.detach().to(dtype=dtype, device=device).clamp_min(0)
+        t = t / t.sum(-1, keepdim=True)
+        out.append(_broadcast_rows(t, prep, f"{name}[{i}]"))
+    return tuple(out)
+
+
+def initial_pure(initial: Sequence[Any] | None, prep: Prepared, name: str = "initial") -> Tensor:
+    """A starting pure profile as action indices, ``(B, N)`` int64.
+
+    ``initial=None`` starts every player at action 0. Otherwise ``initial``
+    holds one integer (or integer tensor broadcastable to the batch shape) per
+    player, each in ``[0, A_i)``.
+    """
+    n, device = prep.n, prep.device
+    if initial is None:
+        return torch.zeros(prep.size, n, dtype=torch.int64, device=device)
+    if isinstance(initial, (Tensor, str)) or not isinstance(initial, Sequence):
+        raise TypeError(
+            f"{name} must be a tuple or list of {n} action indices (one per player); "
+            f"received {describe(initial)}"
+        )
+    if len(initial) != n:
+        raise ValueError(f"{name} must hold one action per player ({n}); received {len(initial)}")
+    cols = []
+    for i, (s, a) in enumerate(zip(initial, prep.actions)):
+        if isinstance(s, Tensor):
+            if s.is_floating_point() or s.is_complex() or s.dtype == torch.bool:
+                raise TypeError(
+                    f"{name}[{i}] must hold integer action indices; received {describe(s)}"
+                )
+            t = s.detach().to(device=device, dtype=torch.int64)
+        else:
+            t = torch.tensor(check_int(s, f"{name}[{i}]", minimum=0), device=device)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= a):
+            raise ValueError(
+                f"{name}[{i}] must be action indices in [0, {a}) for player {i}; received "
+                f"values in [{int(t.min())}, {int(t.max())}]"
+            )
+        try:
+            t = t.expand(prep.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name}[{i}] must have a shape broadcastable to the game's batch shape "
+                f"{tuple(prep.batch_shape)}; received shape {tuple(t.shape)}"
+            ) from None
+        cols.append(t.reshape(prep.size))
+    return torch.stack(cols, dim=-1)  # (B, N)
+
+
+def finish(
+    prep: Prepared,
+    strategies: Sequence[Tensor],
+    converged: Tensor,
+    iterations: Tensor,
+    method: str,
+    tol: float,
+    residual: Tensor | None = None,
+    info: dict[str, Tensor] | None = None,
+) -> EquilibriumResult:
+    """Assemble an :class:`EquilibriumResult` from flattened ``(B, ...)`` tensors.
+
+    The regret is recomputed from the profile exactly as returned (cast to the
+    input dtype, evaluated in the compute dtype) and ``converged`` is
+    intersected with ``max_i regret_i <= tol``.
+    """
+    sigma = tuple(s.detach().to(prep.dtype) for s in strategies)  # as returned
+    reg = _regret(prep.payoffs, [s.to(prep.cdtype) for s in sigma], prep.n)  # (B, N)
+    ok = converged & (reg.amax(-1) <= tol)  # (B,)
+    shape = prep.batch_shape
+
+    def unflatten(t: Tensor) -> Tensor:
+        return t.reshape(tuple(shape) + tuple(t.shape[1:]))
+
+    return EquilibriumResult(
+        strategies=tuple(unflatten(s) for s in sigma),
+        regret=unflatten(reg),
+        converged=unflatten(ok),
+        iterations=unflatten(iterations.to(torch.int64)),
+        method=method,
+        tol=tol,
+        residual=None if residual is None else unflatten(residual),
+        info={k: unflatten(v) for k, v in (info or {}).items()},
+    )
