@@ -222,3 +222,15 @@ def test_gambit_round_trip_and_regret_agree():
     theirs = [profile.player_regret(p) for p in gg.players]
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-12)
     assert isinstance(gbt.Game, type)
+
+
+def test_simplex_tolerance_follows_the_profile_dtype():
+    g = NormalFormGame(torch.randn(2, 3, 3, dtype=torch.float64))
+    third = torch.full((3,), 1 / 3, dtype=torch.float64)
+    rounded = third.half()  # sums to 1 only within float16 rounding
+    assert abs(float(rounded.double().sum()) - 1) > 1e-6
+    torch.testing.assert_close(
+        g.regret((rounded, third)), g.regret((third, third)), atol=1e-3, rtol=0
+    )
+    with pytest.raises(ValueError, match="within 1e-06"):
+        g.regret((third + 1e-5, third))  # float64: the plain 1e-6 tolerance

@@ -316,8 +316,9 @@ def validate_profile(
 
     Each ``strategies[i]`` must have trailing size ``A_i``, batch dimensions
     that broadcast with the game's, and (with ``check_simplex``) be
-    nonnegative and sum to one within ``atol``. Returns tensors in the game's
-    compute dtype and device.
+    nonnegative and sum to one within ``atol`` (or ``A_i`` machine epsilons of
+    the strategy's dtype, if larger: float16 profiles are rounded). Returns
+    tensors in the game's compute dtype and device.
     """
     if not isinstance(game, NormalFormGame):
         raise TypeError(f"game must be a NormalFormGame; received {describe(game)}")
@@ -350,13 +351,15 @@ def validate_profile(
                 f"with the game's batch shape {tuple(game.batch_shape)}"
             ) from None
         if check_simplex:
+            # a profile rounded to low precision (float16) is off by up to A_i * eps
+            tol_i = max(atol, a * torch.finfo(t.dtype).eps) if t.is_floating_point() else atol
             low = float(t.min())
             total = t.sum(-1)
             worst = float((total - 1).abs().max())
-            if low < -atol or worst > atol:
+            if low < -tol_i or worst > tol_i:
                 raise ValueError(
                     f"strategies[{i}] must lie on the probability simplex (entries >= 0 "
-                    f"summing to 1 within {atol:g}); received min entry {low:.3g} and sums "
+                    f"summing to 1 within {tol_i:g}); received min entry {low:.3g} and sums "
                     f"off by up to {worst:.3g}"
                 )
         out.append(t)
