@@ -45,16 +45,14 @@ def _scale_games(num_games: int, num_scales: int, seed: int) -> None:
         f"{seconds * 1e3:.1f} ms, max regret {float(exact.regret.max()):.2e}, "
         f"converged {int(exact.converged.sum()):,}/{num_games:,}"
     )
-    print(f"{'method':<18}{'max regret':>12}{'max |x - x_exact|':>20}{'converged':>12}")
+    print(f"{'method':<18}{'max regret':>12}{'max |x - x_exact|':>20}{'converged':>18}")
     for method in ("best_response", "fictitious_play", "extragradient", "potential"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result = solve_scale_game(game, method=method, differentiable=False)
         gap = float((result.x - exact.x).abs().max())
-        print(
-            f"{method:<18}{float(result.regret.max()):>12.2e}{gap:>20.2e}"
-            f"{int(result.converged.sum()):>7,}/{num_games:,}"
-        )
+        solved = f"{int(result.converged.sum()):,}/{num_games:,}"
+        print(f"{method:<18}{float(result.regret.max()):>12.2e}{gap:>20.2e}{solved:>18}")
     mean_w = exact.weights.mean(0).tolist()
     print("mean fusion weights w = x*/sum(x*):", " ".join(f"{w:.3f}" for w in mean_w))
 
