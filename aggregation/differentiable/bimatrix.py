@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_nonnegative, compute_dtype, describe
+from ..games.normal_form import bimatrix_pair
 from ..implicit_diff import implicit_root
 
 __all__ = ["BimatrixNashResult", "differentiable_bimatrix_nash", "support_search"]
@@ -184,20 +185,7 @@ def differentiable_bimatrix_nash(
         >>> out.strategies[0]
         tensor([0.5000, 0.5000], dtype=torch.float64, grad_fn=<SliceBackward0>)
     """
-    A_t = as_tensor(A, "A", min_dim=2)
-    B_t = as_tensor(B, "B", min_dim=2)
-    if A_t.shape[-2:] != B_t.shape[-2:]:
-        raise ValueError(
-            f"A and B must have the same action shape (m, n); received {describe(A_t)} "
-            f"and {describe(B_t)}"
-        )
-    try:
-        batch = torch.broadcast_shapes(A_t.shape[:-2], B_t.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"A and B batch shapes must broadcast; received {tuple(A_t.shape[:-2])} and "
-            f"{tuple(B_t.shape[:-2])}"
-        ) from None
+    A_t, B_t, batch = bimatrix_pair(A, B)
     m, n = A_t.shape[-2:]
     dtype = compute_dtype(torch.promote_types(A_t.dtype, B_t.dtype))
     tol = (

@@ -30,6 +30,7 @@ from .._validation import as_tensor, check_int, check_nonnegative, compute_dtype
 
 __all__ = [
     "NormalFormGame",
+    "bimatrix_pair",
     "exploitability",
     "is_nash",
     "nash_conv",
@@ -108,20 +109,7 @@ class NormalFormGame:
         ``A`` and ``B`` have shapes ``(*batch, m, n)``; batch dimensions
         broadcast against each other.
         """
-        a = as_tensor(A, "A", min_dim=2)
-        b = as_tensor(B, "B", min_dim=2)
-        if a.shape[-2:] != b.shape[-2:]:
-            raise ValueError(
-                f"A and B must have the same action shape (m, n); received A of shape "
-                f"{tuple(a.shape)} and B of shape {tuple(b.shape)}"
-            )
-        try:
-            batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except RuntimeError:
-            raise ValueError(
-                f"A and B batch shapes must broadcast; received {tuple(a.shape[:-2])} "
-                f"and {tuple(b.shape[:-2])}"
-            ) from None
+        a, b, batch = bimatrix_pair(A, B)
         dtype = torch.promote_types(a.dtype, b.dtype)
         a = a.to(dtype).expand(*batch, *a.shape[-2:])
         b = b.to(dtype).expand(*batch, *b.shape[-2:])
@@ -305,6 +293,30 @@ class NormalFormGame:
 
 
 # ---------------------------------------------------------------- functions
+def bimatrix_pair(A: Any, B: Any) -> tuple[Tensor, Tensor, torch.Size]:
+    """Validate a pair of payoff matrices ``(*batch, m, n)``.
+
+    Returns both as tensors and their broadcast batch shape; raises
+    ``ValueError`` when the action shapes differ or the batch shapes do not
+    broadcast (and whatever :func:`as_tensor` raises for bad entries).
+    """
+    a = as_tensor(A, "A", min_dim=2)
+    b = as_tensor(B, "B", min_dim=2)
+    if a.shape[-2:] != b.shape[-2:]:
+        raise ValueError(
+            f"A and B must have the same action shape (m, n); received A of shape "
+            f"{tuple(a.shape)} and B of shape {tuple(b.shape)}"
+        )
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"A and B batch shapes must broadcast; received {tuple(a.shape[:-2])} "
+            f"and {tuple(b.shape[:-2])}"
+        ) from None
+    return a, b, batch
+
+
 def validate_profile(
     game: NormalFormGame,
     strategies: Sequence[Any],
