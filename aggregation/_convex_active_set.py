@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._small_linalg import lu_solve_soa, map_chunks, serial_ops
-from .implicit_diff import sum_to_shape
+from ._small_linalg import lu_solve_soa, map_chunks
+from .implicit_diff import chunked_fused_backward
 
 __all__ = ["active_set", "enumerate_supports", "fused_backward", "kkt_residual"]
 
@@ -245,43 +245,5 @@ def _backward_chunk(
 
 
 def fused_backward(support: Tensor):
-    """First-order implicit backward for ``z = (w, nu)`` w.r.t. raw ``(a, Q)``."""
-
-    def fused(z: Tensor, v: Tensor, a: Tensor, Q: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        with serial_ops(z.device):
-            return _fused(z, v, a, Q)
-
-    def _fused(z: Tensor, v: Tensor, a: Tensor, Q: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        L = z.shape[-1] - 1
-        batch = z.shape[:-1]
-        wf = z[..., :-1].reshape(-1, L)
-        vf = v.reshape(-1, L + 1)
-        Sf = support.reshape(-1, L)
-        Qf = Q.expand(*batch, L, L).reshape(-1, L, L)
-        B = wf.shape[0]
-        rtol = float(torch.finfo(z.dtype).eps) ** 0.5
-
-        ga = torch.empty_like(wf)
-        gQ = wf.new_empty(B, L, L)
-        ok = torch.ones(B, dtype=torch.bool, device=z.device)
-
-        def one(s: int, e: int) -> None:  # writes disjoint slices of ga, gQ, ok
-            Qc = Qf[s:e].permute(1, 2, 0)
-            Qc = (0.5 * (Qc + Qc.transpose(0, 1))).contiguous()
-            g_a, g_Q, ok_c = _backward_chunk(
-                Qc,
-                wf[s:e].T.contiguous(),
-                vf[s:e].T.contiguous(),
-                Sf[s:e].T.to(z.dtype).contiguous(),
-                rtol,
-            )
-            ga[s:e] = g_a.T
-            gQ[s:e] = g_Q.permute(2, 0, 1)
-            ok[s:e] = ok_c
-
-        map_chunks(one, B, z.device)
-        grad_a = sum_to_shape(ga.reshape(*batch, L), a.shape)
-        grad_Q = sum_to_shape(gQ.reshape(*batch, L, L), Q.shape)
-        return (grad_a, grad_Q), ok.reshape(batch)
-
-    return fused
+    """First-order implicit backward for ``z = (w, nu)`` w.r.t. raw ``(a, Q)`` (Q symmetrised)."""
+    return chunked_fused_backward(_backward_chunk, support, symmetrize=True)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._small_linalg import lu_solve_soa, map_chunks, serial_ops, solve_small
+from .._small_linalg import lu_solve_soa, solve_small
 from .._validation import check_choice, check_int, check_nonnegative, describe
 from ..games.scale_game import ScaleGame, _regret
-from ..implicit_diff import implicit_root, sum_to_shape
+from ..implicit_diff import chunked_fused_backward, implicit_root
 from ..result import warn_not_converged
 from .result import ScaleGameResult
 
@@ -154,43 +154,7 @@ def _kkt_backward_chunk(
 
 def kkt_fused_backward(support: Tensor):
     """First-order KKT backward for the scale game, fused over cache-sized chunks."""
-
-    def fused(x: Tensor, v: Tensor, a: Tensor, C: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        with serial_ops(x.device):
-            return _fused(x, v, a, C)
-
-    def _fused(x: Tensor, v: Tensor, a: Tensor, C: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        L = x.shape[-1]
-        batch = x.shape[:-1]
-        xf = x.reshape(-1, L)
-        vf = v.reshape(-1, L)
-        Sf = support.reshape(-1, L)
-        Cf = C.expand(*batch, L, L).reshape(-1, L, L)
-        B = xf.shape[0]
-        rtol = float(torch.finfo(x.dtype).eps) ** 0.5
-
-        ga = torch.empty_like(xf)
-        gC = xf.new_empty(B, L, L)
-        ok = torch.ones(B, dtype=torch.bool, device=x.device)
-
-        def one(s: int, e: int) -> None:  # writes disjoint slices of ga, gC, ok
-            g_a, g_C, ok_c = _kkt_backward_chunk(
-                Cf[s:e].permute(1, 2, 0).contiguous(),
-                xf[s:e].T.contiguous(),
-                vf[s:e].T.contiguous(),
-                Sf[s:e].T.to(x.dtype).contiguous(),
-                rtol,
-            )
-            ga[s:e] = g_a.T
-            gC[s:e] = g_C.permute(2, 0, 1)
-            ok[s:e] = ok_c
-
-        map_chunks(one, B, x.device)
-        grad_a = sum_to_shape(ga.reshape(*batch, L), a.shape)
-        grad_C = sum_to_shape(gC.reshape(*batch, L, L), C.shape)
-        return (grad_a, grad_C), ok.reshape(batch)
-
-    return fused
+    return chunked_fused_backward(_kkt_backward_chunk, support)
 
 
 def attach_implicit(
