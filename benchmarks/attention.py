@@ -40,6 +40,7 @@ import torch
 
 import maha
 from maha.flops import count_flops, layer_flops, standard_attention_flops
+from maha.fusion_ops import ScaleRows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -152,7 +153,9 @@ def timings(args: argparse.Namespace, n: int) -> dict[str, float]:
         return run
 
     def fusion_fb():
-        o = captured["o"].detach().requires_grad_()
+        rows = captured["o"]  # the per-scale outputs (maha.fusion_ops.ScaleRows)
+        leaves = [out.detach().requires_grad_() for out in rows.outs]
+        o = ScaleRows(leaves, rows.length, rows.ratio, rows.causal)
         out = ours.fusion(o, captured["present"]).output
         out.backward(torch.ones_like(out))
 

@@ -2,14 +2,15 @@ r"""Analytic FLOP counts of the MAHA layer and of standard attention (forward pa
 
 Conventions. One multiply-add is 2 FLOPs; ``counted`` is the *matrix-class*
 work that ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products,
-batched products, convolutions, SDPA), so both counts can be compared exactly.
+batched products, convolutions, SDPA; the game strategies' Gram matrices are one
+batched product), so both counts can be compared exactly.
 Elementwise work (softmax, masks, activations, pooling, bias adds) is left out
 of both the MAHA and the standard ``counted``. Three elementwise parts of the
 MAHA layer are nevertheless reported (analytically) and included in ``total``:
 the depthwise decomposition (``elementwise``), the fusion's products
-(``fusion``: weighted sum, utilities, Gram matrices, computed as broadcast
-products because batched products of millions of tiny ``L x d_h`` matrices are
-slow on CPU) and an estimate of the scale-game solver (``solver``).
+(``fusion``: weighted sum and utilities, computed as broadcast products and
+sums, faster on CPU than batched products of millions of ``1 x L`` rows) and an
+estimate of the scale-game solver (``solver``).
 
 Notation: batch B, length n, width d, heads H, head width d_h = d / H,
 scales L, ratio r, window w, scale lengths
@@ -31,14 +32,16 @@ MAHA layer:
     F_core   = sum_l  4 B n_l^2 d                       (global scale l)
                       4 B ceil(n_l / w) w S d           (windowed scale l; S = 2w causal, 3w not)
     F_gate   = 4 B n (L-1) d d_h                        (cross-scale gate, if enabled)
+    F_gram   = 2 B n L^2 d                              (Gram matrices, game and convex
+                                                         strategies; 0 if L = 1)
 
-    counted  = F_proj + F_dec + F_core + F_gate
+    counted  = F_proj + F_dec + F_core + F_gate + F_gram
 
 Elementwise (in ``total``, not in ``counted``):
 
     F_fuse   = 2 B n L d                                (sum_l w_l o_l, every strategy; 0 if L = 1)
-             + 2 B n L d + 2 B n L^2 d                  (utilities and Gram matrices, game and
-                                                         convex strategies)
+             + 2 B n L d                                (utilities, game and convex
+                                                         strategies)
 
 A scale l is *windowed* iff ``w`` is not None, ``n_l > w`` and it is not the
 coarsest scale with ``global_coarsest`` (when ``n_l <= w`` the window covers
@@ -88,7 +91,8 @@ class FlopBreakdown:
             depthwise conv and the poolings (elementwise).
         core: attention scores and weighted sums.
         gate: the cross-scale gate's products (0 without gating).
-        fusion: the fusion's elementwise products (weighted sum, utilities, Gram).
+        gram: the Gram matrices of the game and convex strategies (a batched product).
+        fusion: the fusion's elementwise products (weighted sum, utilities).
         solver: analytic estimate of the scale-game solver (0 for "mean" and "softmax").
         elementwise: the depthwise decomposition's products and sums.
     """
@@ -97,14 +101,15 @@ class FlopBreakdown:
     decomposition: int = 0
     core: int = 0
     gate: int = 0
+    gram: int = 0
     fusion: int = 0
     solver: int = 0
     elementwise: int = 0
 
     @property
     def counted(self) -> int:
-        """What FlopCounterMode sees: projections, decomposition, core and gate."""
-        return self.projections + self.decomposition + self.core + self.gate
+        """What FlopCounterMode sees: projections, decomposition, core, gate, Gram."""
+        return self.projections + self.decomposition + self.core + self.gate + self.gram
 
     @property
     def total(self) -> int:
@@ -177,9 +182,10 @@ def maha_flops(
         else:
             core += 4 * B * n_l * n_l * d
     fusion = 2 * B * n * L * d if L > 1 else 0  # one scale: nothing to fuse
-    solver = 0
+    solver = gram = 0
     if strategy not in ("mean", "softmax") and L > 1:
-        fusion += 2 * B * n * L * d + 2 * B * n * L * L * d
+        fusion += 2 * B * n * L * d
+        gram = 2 * B * n * L * L * d
         solver = B * n * H * (3 + 2 * L) * (L**3 + 6 * L * L)
     gate = 4 * B * n * (L - 1) * d * dh if gating and L > 1 else 0
     return FlopBreakdown(
@@ -187,6 +193,7 @@ def maha_flops(
         decomposition=decomp,
         core=core,
         gate=gate,
+        gram=gram,
         fusion=fusion,
         solver=solver,
         elementwise=elementwise,

@@ -49,6 +49,7 @@ from aggregation._validation import (
 )
 
 from .config import STRATEGIES
+from .fusion_ops import ScaleRows, game_features, mix, stack_scales
 
 __all__ = ["FusionDiagnostics", "FusionOutput", "ScaleFusion", "gram_matrix"]
 
@@ -97,36 +98,9 @@ class FusionOutput:
 def gram_matrix(o: Tensor) -> Tensor:
     """``G[..., l, k] = <o_l, o_k>`` for ``o`` of shape ``(..., L, d)``: ``(..., L, L)``.
 
-    One broadcast product and sum (``2 L^2 d`` FLOPs per matrix). A batched
-    matrix product over millions of tiny ``L x d`` matrices is several times
-    slower on CPU (per-matrix overhead); callers pass cache-sized chunks.
+    One batched matrix product (``2 L^2 d`` FLOPs per matrix).
     """
-    return (o.unsqueeze(-2) * o.unsqueeze(-3)).sum(-1)  # (..., L, L)
-
-
-_CHUNK_ELEMENTS = 1 << 17  # ~0.5 MB of float32 per chunk: the products stay in cache
-
-
-def _chunk_rows(o: Tensor) -> int:
-    """Positions per chunk of ``o`` ``(B, n, H, L, d_h)``."""
-    per_row = o.shape[0] * o[0, 0].numel()
-    return max(1, _CHUNK_ELEMENTS // max(per_row, 1))
-
-
-def _chunks(o: Tensor) -> tuple[Tensor, ...]:
-    """``o`` split along the positions into cache-sized chunks (views).
-
-    The fusion's products are memory-bound elementwise passes over ``o`` (and
-    the Gram product's intermediate is L times larger than ``o``); chunking
-    keeps each chunk's passes in cache (2-4x faster at n = 16384 on CPU).
-    Results are identical: every entry is per position.
-    """
-    return o.split(_chunk_rows(o), dim=1)
-
-
-def _weighted_sum(w: Tensor, o: Tensor) -> Tensor:
-    """``sum_l w_l o_l``: ``(B, c, H, L)`` and ``(B, c, H, L, d_h)`` -> ``(B, c, H, d_h)``."""
-    return (w.unsqueeze(-1) * o).sum(-2)
+    return torch.matmul(o, o.transpose(-1, -2))  # (..., L, L)
 
 
 class ScaleFusion(nn.Module):
@@ -219,24 +193,25 @@ class ScaleFusion(nn.Module):
         gated = torch.where(use, mixed, fine)
         return torch.cat([gated, o[..., -1:, :]], dim=-2)  # (B, n, H, L, d_h)
 
-    def game_inputs(self, o: Tensor) -> tuple[Tensor, Tensor]:
+    def game_inputs(self, o: Tensor | ScaleRows) -> tuple[Tensor, Tensor]:
         """Utilities and interaction matrix of every (position, head) game.
 
         Args:
-            o: ``(B, n, H, L, d_h)`` in the solver dtype.
+            o: the stack ``(B, n, H, L, d_h)`` or its :class:`maha.fusion_ops.ScaleRows`,
+                in the solver dtype.
 
         Returns:
             ``a``: ``(B, n, H, L)``, ``a_l = softplus(<u_{l,h}, o_l> + b_{l,h}) + eps``;
             ``C``: ``(B, n, H, L, L)``, ``beta_h <o_l, o_k> / d_h + mu [l = k] (+ S_h - S_h^T)``.
         """
-        dtype = o.dtype
+        rows = o if isinstance(o, ScaleRows) else ScaleRows.from_stack(o)
+        dtype = rows.dtype
         u = self.utility_weight.to(dtype).transpose(0, 1)  # (H, L, d_h)
-        parts = [((c * u).sum(-1), gram_matrix(c)) for c in _chunks(o)]
-        score = torch.cat([p[0] for p in parts], dim=1)  # (B, n, H, L)
-        gram = torch.cat([p[1] for p in parts], dim=1) / self.head_dim  # (B, n, H, L, L)
+        score, gram = game_features(rows, u)  # (B, n, H, L), (B, n, H, L, L)
+        gram = gram / self.head_dim
         a = F.softplus(score + self.utility_bias.to(dtype).t()) + self.utility_eps  # (B,n,H,L)
         beta = F.softplus(self.beta_raw.to(dtype)).view(-1, 1, 1)  # (H, 1, 1)
-        eye = torch.eye(self.num_scales, dtype=dtype, device=o.device)
+        eye = torch.eye(self.num_scales, dtype=dtype, device=rows.device)
         C = beta * gram + self.mu * eye  # (B, n, H, L, L)
         if self.asymmetric:
             skew = self.skew.to(dtype)
@@ -244,54 +219,55 @@ class ScaleFusion(nn.Module):
         return a, C
 
     # ---------------------------------------------------------------- forward
-    def forward(self, o: Tensor, present: Tensor) -> FusionOutput:
+    def forward(self, o: Tensor | ScaleRows, present: Tensor) -> FusionOutput:
         """Fuse the scale outputs.
 
         Args:
-            o: ``(B, n, H, L, d_h)`` upsampled scale outputs (zero where absent).
+            o: the upsampled scale outputs (zero where absent): the stack
+                ``(B, n, H, L, d_h)``, or the per-scale outputs with their upsampling
+                geometry (:func:`maha.fusion_ops.scale_rows`), from which the fusion
+                reads the stack chunk by chunk without building it.
             present: ``(B, n, L)`` bool, True where scale l is a player at position t.
 
         Returns:
             :class:`FusionOutput` with ``output`` of shape ``(B, n, H, d_h)`` (dtype of ``o``).
         """
-        batch, n, H, L, dh = o.shape
-        o = self.gate(o, present)
+        rows = o if isinstance(o, ScaleRows) else ScaleRows.from_stack(o)
+        batch, n, H, L, dh = rows.shape
+        if self.gating and L > 1:
+            rows = ScaleRows.from_stack(self.gate(stack_scales(rows), present))
+        dtype = rows.dtype
         mask = present.unsqueeze(2).expand(batch, n, H, L)  # (B, n, H, L)
         any_present = mask.any(-1, keepdim=True)  # (B, n, H, 1)
         extra: dict[str, Tensor | None] = {}
         if L == 1:  # one player: every strategy gives it the whole weight
-            weights = mask.to(o.dtype)  # (B, n, H, 1)
-            output = o[..., 0, :] * weights  # (B, n, H, d_h)
+            weights = mask.to(dtype)  # (B, n, H, 1)
+            output = mix(rows, weights)  # (B, n, H, d_h)
             diagnostics = FusionDiagnostics(self.strategy, weights=weights, present=present)
             return FusionOutput(output=output, diagnostics=diagnostics)
         if self.strategy == "mean":
             counts = mask.sum(-1, keepdim=True).clamp(min=1)
-            weights = mask.to(o.dtype) / counts.to(o.dtype)  # (B, n, H, L)
+            weights = mask.to(dtype) / counts.to(dtype)  # (B, n, H, L)
         elif self.strategy == "softmax":
-            logits = self.logits.to(o.dtype).expand(batch, n, H, L)
+            logits = self.logits.to(dtype).expand(batch, n, H, L)
             logits = logits.masked_fill(~mask, float("-inf")).masked_fill(~any_present, 0.0)
-            weights = torch.softmax(logits, dim=-1) * any_present.to(o.dtype)  # (B, n, H, L)
+            weights = torch.softmax(logits, dim=-1) * any_present.to(dtype)  # (B, n, H, L)
         else:
-            weights, extra = self._solve(o, mask, any_present)
-        w = weights.to(o.dtype)
-        output = torch.cat(
-            [_weighted_sum(wc, oc) for wc, oc in zip(w.split(_chunk_rows(o), 1), _chunks(o))],
-            dim=1,
-        )  # (B, n, H, d_h)
+            weights, extra = self._solve(rows, mask, any_present)
+        output = mix(rows, weights.to(dtype))  # (B, n, H, d_h)
         diagnostics = FusionDiagnostics(
             strategy=self.strategy, weights=weights, present=present, **extra
         )
         return FusionOutput(output=output, diagnostics=diagnostics)
 
     def _solve(
-        self, o: Tensor, mask: Tensor, any_present: Tensor
+        self, rows: ScaleRows, mask: Tensor, any_present: Tensor
     ) -> tuple[Tensor, dict[str, Tensor | None]]:
         """Build and solve the games; returns weights ``(B, n, H, L)`` and diagnostics."""
-        dtype = compute_dtype(o.dtype)
-        device_type = o.device.type
+        dtype = compute_dtype(rows.dtype)
+        device_type = rows.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            o32 = o.to(dtype)
-            a, C = self.game_inputs(o32)
+            a, C = self.game_inputs(rows.to(dtype))
             # Positions where no scale is present (fully padded rows): solve a dummy
             # full game there and zero its weights, so the solvers never see L = 0.
             solve_mask = mask | ~any_present  # (B, n, H, L)

@@ -29,7 +29,7 @@ from .attention import MultiscaleAttention
 from .config import validate_layer_args
 from .decomposition import HierarchicalDecomposition, downsample_valid
 from .fusion import FusionDiagnostics, ScaleFusion
-from .upsample import upsample
+from .fusion_ops import scale_rows
 
 __all__ = ["MAHAAttention", "check_attention_inputs"]
 
@@ -314,14 +314,11 @@ class MAHAAttention(nn.Module):
         scales = self.decomposition(x, valid)  # L x (B, n_l, d)
         values = self.decomposition(self.attention.value(x), valid)  # L x (B, n_l, d)
         per_scale = self.attention(scales, values, valids, causal=causal)
-        ups, presents = [], []
-        for l, (out_l, has_key) in enumerate(per_scale):  # (B, n_l, H, d_h), (B, n_l)
-            up, present = upsample(out_l, has_key, n, self.ratio**l, causal=causal)
-            ups.append(up)  # (B, n, H, d_h)
-            presents.append(present)  # (B, n)
-        stacked = torch.stack(ups, dim=3)  # (B, n, H, L, d_h)
-        present = torch.stack(presents, dim=-1)  # (B, n, L)
-        fused = self.fusion(stacked, present)
+        outs = [out_l for out_l, _ in per_scale]  # L x (B, n_l, H, d_h)
+        has_keys = [has_key for _, has_key in per_scale]  # L x (B, n_l) or None
+        # The fusion reads the upsampled stack (B, n, H, L, d_h) chunk by chunk.
+        rows, present = scale_rows(outs, has_keys, n, self.ratio, causal=causal)  # (B, n, L)
+        fused = self.fusion(rows, present)
         out = self.out_proj(fused.output.reshape(batch, n, H * dh))  # (B, n, d)
         if valid is not None:
             out = out.masked_fill(~valid.unsqueeze(-1), 0.0)

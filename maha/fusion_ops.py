@@ -1,0 +1,287 @@
+"""Fused, chunked kernels of the fusion step: game features and the mix, without the stack.
+
+The fusion reads, at every position ``t`` and head ``h``, the L upsampled scale
+outputs ``o_l(t) = O_l[j_l(t)]`` (block index ``j_l`` of :mod:`maha.upsample`). The
+stack ``(B, n, H, L, d_h)`` of these rows is ``L`` times larger than the input,
+and every pass over it (building it, products, their adjoints, summing
+gradients) is a memory-bound sweep; above 32 MiB each fresh buffer is also a
+fresh ``mmap`` whose pages fault on first touch. The two autograd functions here (Gram, mix)
+never build it: they walk the positions in cache-sized chunks, build the chunk's
+stack in a small buffer (``f = r^l`` repeated rows per block, one copy per
+scale), use it, and discard it; backward rebuilds the chunk and folds its
+gradient back onto the blocks (the adjoint of the repetition: a sum over the
+``f`` rows of each block). Only the per-scale outputs are saved.
+
+- :func:`game_features`: the utilities' scores ``s[..., l] = <u_{l,h}, o_l>``
+  (computed per scale at its own resolution, then upsampled) and the Gram
+  matrices ``G[..., l, k] = <o_l, o_k>``, with adjoint
+  ``do_l = sum_k (dG_lk + dG_kl) o_k``.
+- :func:`mix`: ``y = sum_l w_l o_l``, adjoint ``dw_l = <dy, o_l>``, ``do_l = w_l dy``.
+
+Chunks are aligned to the coarsest block (``F = r^{L-1}`` rows, in the shifted
+coordinate ``t' = t + 1`` in causal mode, where a block of scale l covers
+``t' in [(j + 1) f, (j + 2) f)``), so every block lies in exactly one chunk.
+Everything is per position: row ``t`` of a result reads ``o_l(t)`` only, so
+causality is untouched. ``tests/test_fusion_ops.py`` pins both functions to the
+plain composition (upsample, stack, products) and runs ``gradcheck`` in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .upsample import upsample_index
+
+__all__ = ["ScaleRows", "scale_rows", "game_features", "mix", "stack_scales"]
+
+_CHUNK_ELEMENTS = 1 << 18  # stack entries per chunk: 1 MiB of float32, in cache
+
+
+class ScaleRows:
+    """The L scale outputs of one layer call and their upsampling geometry.
+
+    Args:
+        outs: L tensors ``O_l`` of shape ``(B, n_l, H, d_h)``, zero rows where a
+            block has no key.
+        length: n, the input length.
+        ratio: r.
+        causal: causal block indices (see :func:`maha.upsample.upsample_index`).
+    """
+
+    def __init__(self, outs: Sequence[Tensor], length: int, ratio: int, causal: bool) -> None:
+        self.outs = tuple(outs)
+        self.length = int(length)
+        self.ratio = int(ratio)
+        self.causal = bool(causal)
+        batch, _, heads, dh = self.outs[0].shape
+        self.shape = (batch, self.length, heads, len(self.outs), dh)  # the stack's shape
+        self.dtype, self.device = self.outs[0].dtype, self.outs[0].device
+        coarsest = self.ratio ** (len(self.outs) - 1)
+        per_row = batch * heads * len(self.outs) * dh
+        rows = max(coarsest, (_CHUNK_ELEMENTS // max(per_row, 1)) // coarsest * coarsest)
+        self.shift = 1 if self.causal else 0  # t' = t + shift
+        total = self.length + self.shift  # rows t' = 0 .. n - 1 + shift
+        self.chunks = [(c, min(c + rows, total)) for c in range(0, total, rows)]
+
+    @classmethod
+    def from_stack(cls, stack: Tensor) -> ScaleRows:
+        """An already upsampled stack ``(B, n, H, L, d_h)`` as L scales of one row per block."""
+        return cls(stack.unbind(3), stack.shape[1], 1, False)
+
+    def to(self, dtype: torch.dtype) -> ScaleRows:
+        """The same rows in ``dtype`` (differentiable)."""
+        if self.outs[0].dtype == dtype:
+            return self
+        return ScaleRows([out.to(dtype) for out in self.outs], self.length, self.ratio, self.causal)
+
+    def fill(self, buf: Tensor, start: int, stop: int, outs: Sequence[Tensor]) -> Tensor:
+        """Write the stack rows ``t' in [start, stop)`` into ``buf`` ``(B, c, H, L, d_h)``.
+
+        Row ``t'`` of scale l is block ``j = t' // f - shift`` (zero when ``j < 0``).
+        """
+        for l, out in enumerate(outs):
+            f = self.ratio**l
+            dest = buf[:, :, :, l]  # (B, c, H, d_h)
+            first = start // f - self.shift  # block of the chunk's first row
+            rows = stop - start
+            full, rest = divmod(rows, f)
+            skip = 0
+            if first < 0:  # the first f rows (t' < f) have no block yet: absent
+                dest[:, :f].zero_()
+                skip = 1
+            if full > skip:
+                blocks = dest[:, skip * f : full * f].unflatten(1, (full - skip, f))
+                blocks.copy_(out[:, first + skip : first + full].unsqueeze(2))
+            if rest:
+                if first + full < 0:  # a short first chunk: its rows are all absent
+                    dest[:, full * f :].zero_()
+                else:
+                    dest[:, full * f :].copy_(out[:, first + full : first + full + 1])
+        return buf
+
+    def fold(self, grad_buf: Tensor, start: int, grads: Sequence[Tensor]) -> None:
+        """Add the adjoint of :meth:`fill` (sums over each block's rows) into ``grads``."""
+        rows = grad_buf.shape[1]
+        for l, g in enumerate(grads):
+            f = self.ratio**l
+            src = grad_buf[:, :, :, l]  # (B, c, H, d_h)
+            first = start // f - self.shift
+            full, rest = divmod(rows, f)
+            skip = 1 if first < 0 else 0
+            if full > skip:
+                g[:, first + skip : first + full] += (
+                    src[:, skip * f : full * f].unflatten(1, (full - skip, f)).sum(2)
+                )
+            if rest and first + full >= 0:
+                g[:, first + full] += src[:, full * f :].sum(1)
+
+    def positions(self, start: int, stop: int) -> tuple[slice, slice]:
+        """``(rows of the input, rows of the chunk)`` that the chunk ``[start, stop)`` covers."""
+        lo, hi = max(start - self.shift, 0), stop - self.shift
+        return slice(lo, hi), slice(lo + self.shift - start, hi + self.shift - start)
+
+
+def scale_rows(
+    outs: Sequence[Tensor],
+    has_keys: Sequence[Tensor | None],
+    length: int,
+    ratio: int,
+    *,
+    causal: bool,
+) -> tuple[ScaleRows, Tensor]:
+    """The geometry of the upsampled scales and the presence mask.
+
+    Args:
+        outs: L tensors ``O_l`` of shape ``(B, n_l, H, d_h)``.
+        has_keys: L ``(B, n_l)`` bool tensors or None (every block has a key); rows
+            without a key are zeroed.
+        length: n.
+        ratio: r.
+        causal: causal block indices.
+
+    Returns:
+        ``(rows, present)``: a :class:`ScaleRows` and the ``(B, n, L)`` bool mask of
+        the scales that are players at each position.
+    """
+    batch = outs[0].shape[0]
+    presents, kept = [], []
+    for l, (out, has_key) in enumerate(zip(outs, has_keys)):
+        index, present = upsample_index(length, ratio**l, causal=causal, device=out.device)
+        if has_key is None:
+            presents.append(present.expand(batch, length))
+            kept.append(out)
+        else:
+            presents.append(present.unsqueeze(0) & has_key.index_select(1, index))  # (B, n)
+            kept.append(out.masked_fill(~has_key[:, :, None, None], 0.0))
+    return ScaleRows(kept, length, ratio, causal), torch.stack(presents, dim=-1)
+
+
+def stack_scales(rows: ScaleRows) -> Tensor:
+    """The upsampled stack ``(B, n, H, L, d_h)`` (autograd-differentiable; for references)."""
+    return torch.stack(
+        [
+            _upsample_reference(out, rows.length, rows.ratio**l, rows.causal)
+            for l, out in enumerate(rows.outs)
+        ],
+        dim=3,
+    )
+
+
+def _upsample_reference(out: Tensor, length: int, factor: int, causal: bool) -> Tensor:
+    index, present = upsample_index(length, factor, causal=causal, device=out.device)
+    up = out.index_select(1, index)  # (B, n, H, d_h)
+    return up * present.view(1, -1, 1, 1).to(up.dtype)
+
+
+class _Gram(torch.autograd.Function):
+    """``(O_0..O_{L-1})`` -> ``G[..., l, k] = <o_l, o_k>``, chunked (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, rows: ScaleRows, *outs: Tensor) -> Tensor:
+        batch, n, heads, L, dh = rows.shape
+        ref = outs[0]
+        gram = ref.new_empty(batch, n, heads, L, L)  # (B, n, H, L, L)
+        for start, stop in rows.chunks:
+            buf = rows.fill(ref.new_empty(batch, stop - start, heads, L, dh), start, stop, outs)
+            keep, part = rows.positions(start, stop)
+            o = buf[:, part]  # (B, c, H, L, d_h)
+            gram[:, keep] = torch.matmul(o, o.transpose(-1, -2))
+        ctx.rows = rows
+        ctx.save_for_backward(*outs)
+        return gram
+
+    @staticmethod
+    def backward(ctx, grad_gram: Tensor):
+        rows: ScaleRows = ctx.rows
+        outs = ctx.saved_tensors
+        batch, _, heads, L, dh = rows.shape
+        ref = outs[0]
+        grads = [torch.zeros_like(out) for out in outs]
+        for start, stop in rows.chunks:
+            keep, part = rows.positions(start, stop)
+            c = stop - start
+            buf = rows.fill(ref.new_empty(batch, c, heads, L, dh), start, stop, outs)
+            grad_buf = ref.new_zeros(batch, c, heads, L, dh)
+            gg = grad_gram[:, keep]  # (B, c', H, L, L)
+            grad_buf[:, part] = torch.matmul(gg + gg.transpose(-1, -2), buf[:, part])
+            rows.fold(grad_buf, start, grads)
+        return (None, *grads)
+
+
+def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Utility scores and Gram matrices of the upsampled scale outputs.
+
+    ``s[b, t, h, l] = <u[h, l], o_l(t)>`` and ``G[b, t, h, l, k] = <o_l(t), o_k(t)>``
+    with ``o_l(t)`` row ``t`` of scale l upsampled (zero where absent). The scores
+    are computed at each scale's own resolution (``n_l`` rows) and then upsampled;
+    the Gram matrices by the chunked :class:`_Gram`.
+
+    Args:
+        rows: the scale outputs, :func:`scale_rows`.
+        u: ``(H, L, d_h)``.
+
+    Returns:
+        ``(s, G)``: ``(B, n, H, L)`` and ``(B, n, H, L, L)``.
+    """
+    scores = []
+    for l, out in enumerate(rows.outs):
+        score = (out * u[:, l]).sum(-1)  # (B, n_l, H)
+        f = rows.ratio**l
+        if f > 1:
+            index, present = upsample_index(rows.length, f, causal=rows.causal, device=rows.device)
+            score = score.index_select(1, index) * present.view(1, -1, 1).to(score.dtype)
+        scores.append(score)  # (B, n, H)
+    return torch.stack(scores, dim=-1), _Gram.apply(rows, *rows.outs)
+
+
+class _Mix(torch.autograd.Function):
+    """``(w, O_0..O_{L-1})`` -> ``y = sum_l w_l o_l``, chunked."""
+
+    @staticmethod
+    def forward(ctx, rows: ScaleRows, w: Tensor, *outs: Tensor) -> Tensor:
+        batch, n, heads, L, dh = rows.shape
+        ref = outs[0]
+        y = ref.new_empty(batch, n, heads, dh)  # (B, n, H, d_h)
+        for start, stop in rows.chunks:
+            buf = rows.fill(ref.new_empty(batch, stop - start, heads, L, dh), start, stop, outs)
+            keep, part = rows.positions(start, stop)
+            y[:, keep] = (w[:, keep].unsqueeze(-1) * buf[:, part]).sum(-2)
+        ctx.rows = rows
+        ctx.save_for_backward(w, *outs)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows: ScaleRows = ctx.rows
+        w, *outs = ctx.saved_tensors
+        batch, _, heads, L, dh = rows.shape
+        ref = outs[0]
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        grads = [torch.zeros_like(out) for out in outs]
+        for start, stop in rows.chunks:
+            keep, part = rows.positions(start, stop)
+            c = stop - start
+            dy = grad[:, keep].unsqueeze(-2)  # (B, c', H, 1, d_h)
+            if grad_w is not None:
+                buf = rows.fill(ref.new_empty(batch, c, heads, L, dh), start, stop, outs)
+                grad_w[:, keep] = (buf[:, part] * dy).sum(-1)
+            grad_buf = ref.new_zeros(batch, c, heads, L, dh)
+            grad_buf[:, part] = w[:, keep].unsqueeze(-1) * dy
+            rows.fold(grad_buf, start, grads)
+        return (None, grad_w, *grads)
+
+
+def mix(rows: ScaleRows, w: Tensor) -> Tensor:
+    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``.
+
+    Args:
+        rows: the scale outputs, :func:`scale_rows`.
+        w: ``(B, n, H, L)`` weights (dtype of the outputs).
+
+    Returns:
+        ``(B, n, H, d_h)``.
+    """
+    return _Mix.apply(rows, w, *rows.outs)

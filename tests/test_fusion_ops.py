@@ -1,0 +1,188 @@
+"""The fused kernels pinned to the plain compositions they replace.
+
+- ``maha.fusion_ops``: the chunked Gram matrices, utility scores and mix, read from
+  the per-scale outputs without building the stack, equal the same products of the
+  stack built by ``maha.upsample.upsample`` (values and gradients, float64), for
+  causal and non-causal geometry, several ratios and lengths, padding, one chunk
+  and many chunks.
+- ``maha.attention.local_attention``: its fused forward/backward equals dense
+  masked attention in values and gradients; the compact window bias equals the
+  mask built position by position.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import maha.fusion_ops as fops
+from maha.attention import _window_bias, _window_mask, local_attention
+from maha.decomposition import scale_lengths
+from maha.fusion_ops import ScaleRows, game_features, mix, scale_rows, stack_scales
+from maha.upsample import upsample
+
+
+def _outs(n, L, r, *, batch=2, heads=2, dh=3, seed=0, has_keys=False):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = scale_lengths(n, L, r)
+    outs = [
+        torch.randn(batch, m, heads, dh, dtype=torch.float64, generator=gen, requires_grad=True)
+        for m in lengths
+    ]
+    keys = [None] * L
+    if has_keys:
+        keys = [torch.rand(batch, m, generator=gen) > 0.3 for m in lengths]
+    return outs, keys
+
+
+def _reference_stack(outs, keys, n, r, causal):
+    ups, presents = [], []
+    for l, (out, key) in enumerate(zip(outs, keys)):
+        if key is not None:
+            out = out.masked_fill(~key[:, :, None, None], 0.0)
+        up, present = upsample(out, key, n, r**l, causal=causal)
+        ups.append(up)
+        presents.append(present)
+    return torch.stack(ups, dim=3), torch.stack(presents, dim=-1)
+
+
+GEOMETRY = [
+    (1, 1, 2),
+    (1, 3, 2),
+    (2, 3, 2),
+    (7, 3, 2),
+    (9, 4, 2),
+    (64, 4, 2),
+    (65, 4, 2),
+    (100, 3, 3),
+    (257, 4, 2),
+    (50, 2, 5),
+]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "L", "r"), GEOMETRY)
+@pytest.mark.parametrize("chunk", [1, 1 << 18])
+def test_chunked_features_and_mix_equal_the_stack(n, L, r, causal, chunk, monkeypatch):
+    """Values and gradients of (s, G, y) equal those computed on the upsampled stack."""
+    monkeypatch.setattr(fops, "_CHUNK_ELEMENTS", chunk)  # 1: one coarsest block per chunk
+    outs, keys = _outs(n, L, r, has_keys=n > 5, seed=n)
+    gen = torch.Generator().manual_seed(1)
+    u = torch.randn(2, L, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.rand(2, n, 2, L, dtype=torch.float64, generator=gen, requires_grad=True)
+    rows, present = scale_rows(outs, keys, n, r, causal=causal)
+    if chunk == 1:
+        assert len(rows.chunks) == -(-(n + causal) // r ** (L - 1))
+    s, G = game_features(rows, u)
+    y = mix(rows, w)
+
+    stack, ref_present = _reference_stack(outs, keys, n, r, causal)
+    assert torch.equal(present, ref_present)
+    torch.testing.assert_close(stack_scales(rows), stack, rtol=0, atol=0)
+    ref_s = (stack * u).sum(-1)
+    ref_G = stack @ stack.transpose(-1, -2)
+    ref_y = (w.unsqueeze(-1) * stack).sum(-2)
+    torch.testing.assert_close(s, ref_s, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(G, ref_G, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(y, ref_y, rtol=1e-13, atol=1e-13)
+
+    cot = [torch.randn_like(t, generator=gen) for t in (s, G, y)]
+    inputs = [*outs, u, w]
+    ours = torch.autograd.grad([s, G, y], inputs, cot)
+    theirs = torch.autograd.grad([ref_s, ref_G, ref_y], inputs, cot)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fusion_ops_gradcheck(causal):
+    outs, keys = _outs(11, 3, 2, batch=1, heads=1, dh=2, has_keys=True, seed=3)
+    u = torch.randn(1, 3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(1, 11, 1, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(u, w, *outs):
+        rows, _ = scale_rows(outs, keys, 11, 2, causal=causal)
+        s, G = game_features(rows, u)
+        return s, G, mix(rows, w)
+
+    assert torch.autograd.gradcheck(f, (u, w, *outs))
+    assert torch.autograd.gradgradcheck(lambda *a: f(*a)[1], (u, w, *outs))
+
+
+def test_stack_input_equals_rows_input():
+    """ScaleFusion accepts the stack itself; the result equals the per-scale path."""
+    import maha
+
+    torch.manual_seed(0)
+    layer = maha.MAHAAttention(8, 2, 3, 2, 4, "nash", True, dtype=torch.float64)
+    outs, keys = _outs(21, 3, 2, batch=2, heads=2, dh=4, seed=5)
+    rows, present = scale_rows(outs, keys, 21, 2, causal=True)
+    a = layer.fusion(rows, present)
+    b = layer.fusion(stack_scales(rows), present)
+    torch.testing.assert_close(a.output, b.output, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a.diagnostics.weights, b.diagnostics.weights)
+    assert isinstance(ScaleRows.from_stack(stack_scales(rows)), ScaleRows)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    window=st.integers(1, 12),
+    causal=st.booleans(),
+    padded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_local_attention_gradients_equal_dense_masked_attention(n, window, causal, padded, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (
+        torch.randn(2, 3, n, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+        for _ in range(3)
+    )
+    valid = torch.rand(2, n, generator=gen) > 0.3 if padded else None
+    out, _ = local_attention(q, k, v, window, causal=causal, valid=valid)
+    j = torch.arange(n).view(-1, 1)
+    kk = torch.arange(n).view(1, -1)
+    allowed = ((j - kk >= 0) & (j - kk < window)) if causal else ((j - kk).abs() < window)
+    allowed = allowed.expand(2, n, n)
+    if valid is not None:
+        allowed = allowed & valid[:, None, :]
+    has_key = allowed.any(-1, keepdim=True)  # rows without keys: zero output and gradient
+    safe = allowed | ~has_key
+    scores = (q @ k.transpose(-1, -2)) / 2.0 + torch.where(safe, 0.0, float("-inf"))[:, None]
+    expected = (torch.softmax(scores, -1) @ v) * has_key[:, None].to(v.dtype)
+    cot = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    ours = torch.autograd.grad(out, (q, k, v), cot)
+    theirs = torch.autograd.grad(expected, (q, k, v), cot)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_local_attention_gradcheck(causal, padded):
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (
+        torch.randn(1, 2, 10, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+        for _ in range(3)
+    )
+    valid = torch.rand(1, 10, generator=gen) > 0.3 if padded else None
+
+    def f(q, k, v):
+        return local_attention(q, k, v, 3, causal=causal, valid=valid)[0]
+
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("w", [1, 2, 3, 5, 8, 64])
+def test_window_bias_equals_positional_mask(causal, w):
+    for n in [1, 2, 3, w - 1, w, w + 1, 2 * w + 3, 5 * w, 130]:
+        if n < 1:
+            continue
+        nb = -(-n // w)
+        span = (2 if causal else 3) * w
+        allowed, _ = _window_mask(nb, w, span, w, n, causal, "cpu")
+        expected = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+        assert torch.equal(_window_bias(nb, w, span, n, causal, "cpu", torch.float32), expected)
