@@ -118,43 +118,42 @@ def _window_bias(
     return bias
 
 
-def _neighbours(t: Tensor, offsets: tuple[int, ...]) -> Tensor:
-    """Key/value blocks of every query block: ``(..., nb, w, d)`` -> ``(..., nb, S, d)``.
+def _neighbours(t: Tensor, offsets: tuple[int, ...], start: int, stop: int) -> Tensor:
+    """Key/value blocks of the query blocks ``start .. stop - 1``.
 
-    Slot group ``g`` of block ``i`` holds block ``i + offsets[g]`` of ``t`` (zeros
-    outside ``[0, nb)``), so ``S = len(offsets) * w``. One copy of ``t`` per offset.
+    ``(..., nb, w, d)`` -> ``(..., stop - start, S, d)``: slot group ``g`` of block
+    ``i`` holds block ``i + offsets[g]`` of ``t`` (zeros outside ``[0, nb)``), so
+    ``S = len(offsets) * w``.
     """
     *lead, nb, w, d = t.shape
-    out = t.new_empty(*lead, nb, len(offsets) * w, d)  # (..., nb, S, d)
+    c = stop - start
+    out = t.new_empty(*lead, c, len(offsets) * w, d)  # (..., c, S, d)
     for g, o in enumerate(offsets):
-        slot = out[..., g * w : (g + 1) * w, :]  # (..., nb, w, d)
-        if o == 0:
-            slot.copy_(t)
-        elif abs(o) >= nb:  # the neighbour never exists
+        slot = out[..., g * w : (g + 1) * w, :]  # (..., c, w, d)
+        lo, hi = max(start + o, 0), min(stop + o, nb)  # source blocks that exist
+        if hi <= lo:
             slot.zero_()
-        elif o < 0:  # block i reads block i - |o|
-            slot[..., -o:, :, :].copy_(t[..., : nb + o, :, :])
-            slot[..., :-o, :, :].zero_()
-        else:  # block i reads block i + o
-            slot[..., : nb - o, :, :].copy_(t[..., o:, :, :])
-            slot[..., nb - o :, :, :].zero_()
-    return out
-
-
-def _fold_neighbours(t: Tensor, offsets: tuple[int, ...], w: int) -> Tensor:
-    """Adjoint of :func:`_neighbours`: ``(..., nb, S, d)`` -> ``(..., nb, w, d)``."""
-    nb = t.shape[-3]
-    g0 = offsets.index(0)
-    out = t[..., g0 * w : (g0 + 1) * w, :].clone()  # (..., nb, w, d)
-    for g, o in enumerate(offsets):
-        part = t[..., g * w : (g + 1) * w, :]  # block i's copy of block i + o
-        if o == 0 or abs(o) >= nb:
             continue
-        if o < 0:  # block j received slot group g of block j - o
-            out[..., : nb + o, :, :] += part[..., -o:, :, :]
-        else:
-            out[..., o:, :, :] += part[..., : nb - o, :, :]
+        first, last = lo - start - o, hi - start - o  # their rows in the chunk
+        slot[..., first:last, :, :].copy_(t[..., lo:hi, :, :])
+        slot[..., :first, :, :].zero_()
+        slot[..., last:, :, :].zero_()
     return out
+
+
+def _fold_neighbours(
+    grad: Tensor, offsets: tuple[int, ...], start: int, stop: int, into: Tensor
+) -> None:
+    """Adjoint of :func:`_neighbours`: add ``grad`` ``(..., c, S, d)`` into ``(..., nb, w, d)``."""
+    nb, w = into.shape[-3], into.shape[-2]
+    for g, o in enumerate(offsets):
+        lo, hi = max(start + o, 0), min(stop + o, nb)
+        if hi > lo:
+            first, last = lo - start - o, hi - start - o
+            into[..., lo:hi, :, :] += grad[..., first:last, g * w : (g + 1) * w, :]
+
+
+_CHUNK_ELEMENTS = 1 << 18  # score entries per chunk of query blocks (1 MiB of float32)
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -167,55 +166,69 @@ class _BlockedAttention(torch.autograd.Function):
 
     Backward (the softmax Jacobian written out, as in FlashAttention):
 
-        dV_S = P^T dO,  dP = dO V_S^T,  dS = P * (dP - rowsum(dO * O)) / sqrt(d_h),
-        dQ = dS K_S,    dK_S = dS^T Q,
+        dV_S = P^T dO,  dP = dO V_S^T,  dS = P * (dP - rowsum(dO * O)),
+        dQ = dS K_S / sqrt(d_h),    dK_S = dS^T Q / sqrt(d_h),
 
-    with ``dK_S``, ``dV_S`` folded back onto the blocks they were copied from. Saving
-    ``P`` (``w S`` entries per block and head) instead of the autograd graph of the
-    separate products, masks and concatenations halves the time of forward + backward.
-    Masked entries have ``P = 0`` exactly, so no gradient reaches a masked key (exact
-    causality of the gradients).
+    with ``dK_S``, ``dV_S`` folded back onto the blocks they were copied from. Only
+    ``q, k, v``, ``P`` (``w S`` entries per block and head) and ``O`` are saved; the
+    neighbour blocks, scores and score gradients are built per chunk of query blocks
+    (cache-sized, so no large temporary is allocated) and dropped. Masked entries
+    have ``P = 0`` exactly, so no gradient reaches a masked key (exact causality of
+    the gradients).
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, offsets: tuple[int, ...]):
         # q, k, v: (B, H, nb, w, d_h); bias: broadcastable to (B, H, nb, w, S)
+        batch, heads, nb, w, dh = q.shape
+        span = len(offsets) * w
+        scale = dh**-0.5
+        rows = max(1, _CHUNK_ELEMENTS // (batch * heads * w * span))
         with _no_autocast(q.device):
-            k_s = _neighbours(k, offsets)  # (B, H, nb, S, d_h)
-            v_s = _neighbours(v, offsets)  # (B, H, nb, S, d_h)
-            # the scale on q: w d_h entries per block, not w S
-            scores = torch.matmul(q * q.shape[-1] ** -0.5, k_s.transpose(-1, -2))  # (B,H,nb,w,S)
-            if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32
-                scores = scores.float()
-            probs = torch.softmax(scores.add_(bias), dim=-1).to(q.dtype)
-            out = torch.matmul(probs, v_s)  # (B, H, nb, w, d_h)
+            probs = q.new_empty(batch, heads, nb, w, span)  # (B, H, nb, w, S)
+            out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
+            for start in range(0, nb, rows):
+                stop = min(nb, start + rows)
+                k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
+                v_s = _neighbours(v, offsets, start, stop)
+                scores = torch.matmul(q[:, :, start:stop] * scale, k_s.transpose(-1, -2))
+                if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32
+                    scores = scores.float()
+                scores = scores.add_(bias[..., start:stop, :, :])  # (B, H, c, w, S)
+                p = probs[:, :, start:stop]
+                p.copy_(torch.softmax(scores, dim=-1))
+                out[:, :, start:stop] = torch.matmul(p, v_s)
         ctx.save_for_backward(q, k, v, probs, out)
-        ctx.offsets = offsets
+        ctx.offsets, ctx.rows = offsets, rows
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q, k, v, probs, out = ctx.saved_tensors
-        offsets = ctx.offsets
-        w = q.shape[-2]
-        scale = q.shape[-1] ** -0.5
+        offsets, rows = ctx.offsets, ctx.rows
+        nb, dh = q.shape[-3], q.shape[-1]
+        scale = dh**-0.5
         grad_out = grad_out.to(out.dtype)
         with _no_autocast(q.device):
-            k_s = _neighbours(k, offsets)  # (B, H, nb, S, d_h)
-            v_s = _neighbours(v, offsets)
-            grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)  # (B, H, nb, S, d_h)
-            grad_p = torch.matmul(grad_out, v_s.transpose(-1, -2))  # (B, H, nb, w, S)
-            row = (grad_out * out).sum(-1, keepdim=True)  # (B, H, nb, w, 1)
-            grad_s = grad_p.sub_(row).mul_(probs)  # (B, H, nb, w, S), d/d(scaled scores)
-            grad_q = torch.matmul(grad_s, k_s).mul_(scale)  # (B, H, nb, w, d_h)
-            grad_k = torch.matmul(grad_s.transpose(-1, -2), q).mul_(scale)  # (B, H, nb, S, d_h)
-        return (
-            grad_q,
-            _fold_neighbours(grad_k, offsets, w),
-            _fold_neighbours(grad_v, offsets, w),
-            None,
-            None,
-        )
+            grad_q = torch.empty_like(q)
+            grad_k = torch.zeros_like(k)
+            grad_v = torch.zeros_like(v)
+            for start in range(0, nb, rows):
+                stop = min(nb, start + rows)
+                k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
+                v_s = _neighbours(v, offsets, start, stop)
+                p, d_out = probs[:, :, start:stop], grad_out[:, :, start:stop]
+                # dV_S = P^T dO
+                _fold_neighbours(
+                    torch.matmul(p.transpose(-1, -2), d_out), offsets, start, stop, grad_v
+                )
+                grad_p = torch.matmul(d_out, v_s.transpose(-1, -2))  # (B, H, c, w, S)
+                row = (d_out * out[:, :, start:stop]).sum(-1, keepdim=True)  # (B, H, c, w, 1)
+                grad_s = grad_p.sub_(row).mul_(p)  # d / d(scaled scores)
+                grad_q[:, :, start:stop] = torch.matmul(grad_s, k_s).mul_(scale)
+                grad_ks = torch.matmul(grad_s.transpose(-1, -2), q[:, :, start:stop])
+                _fold_neighbours(grad_ks.mul_(scale), offsets, start, stop, grad_k)
+        return grad_q, grad_k, grad_v, None, None
 
 
 def local_attention(
@@ -270,7 +283,7 @@ def local_attention(
     def blocked(t: Tensor) -> Tensor:
         if tail:
             t = F.pad(t, (0, 0, 0, tail))  # (B, H, nb w, d_h)
-        return t.reshape(batch, heads, nb, w, dh)
+        return t.reshape(batch, heads, nb, w, dh).contiguous()
 
     out = _BlockedAttention.apply(blocked(q), blocked(k), blocked(v), bias, offsets)
     if has_key is not None:

@@ -161,6 +161,27 @@ def test_local_attention_gradients_equal_dense_masked_attention(n, window, causa
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
+def test_local_attention_one_chunk_equals_many(causal, padded, monkeypatch):
+    import maha.attention as attention
+
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (
+        torch.randn(2, 3, 53, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+        for _ in range(3)
+    )
+    valid = torch.rand(2, 53, generator=gen) > 0.2 if padded else None
+    cot = torch.randn(2, 3, 53, 4, dtype=torch.float64, generator=gen)
+    results = []
+    for chunk in (1, 1 << 18):  # one query block per chunk, then all blocks in one
+        monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", chunk)
+        out, _ = local_attention(q, k, v, 5, causal=causal, valid=valid)
+        results.append((out, *torch.autograd.grad(out, (q, k, v), cot)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
 def test_local_attention_gradcheck(causal, padded):
     gen = torch.Generator().manual_seed(7)
     q, k, v = (
