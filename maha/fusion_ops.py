@@ -1,22 +1,22 @@
-"""Fused, chunked kernels of the fusion step: game features and the mix, without the stack.
+"""Kernels of the fusion step that read the upsampled scales without building their stack.
 
 The fusion reads, at every position ``t`` and head ``h``, the L upsampled scale
 outputs ``o_l(t) = O_l[j_l(t)]`` (block index ``j_l`` of :mod:`maha.upsample`). The
 stack ``(B, n, H, L, d_h)`` of these rows is ``L`` times larger than the input,
 and every pass over it (building it, products, their adjoints, summing
 gradients) is a memory-bound sweep; above 32 MiB each fresh buffer is also a
-fresh ``mmap`` whose pages fault on first touch. The two autograd functions here (Gram, mix)
-never build it: they walk the positions in cache-sized chunks, build the chunk's
-stack in a small buffer (``f = r^l`` repeated rows per block, one copy per
-scale), use it, and discard it; backward rebuilds the chunk and folds its
-gradient back onto the blocks (the adjoint of the repetition: a sum over the
-``f`` rows of each block). Only the per-scale outputs are saved.
+fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
 
 - :func:`game_features`: the utilities' scores ``s[..., l] = <u_{l,h}, o_l>``
   (computed per scale at its own resolution, then upsampled) and the Gram
-  matrices ``G[..., l, k] = <o_l, o_k>``, with adjoint
-  ``do_l = sum_k (dG_lk + dG_kl) o_k``.
-- :func:`mix`: ``y = sum_l w_l o_l``, adjoint ``dw_l = <dy, o_l>``, ``do_l = w_l dy``.
+  matrices ``G[..., l, k] = <o_l, o_k>`` (:class:`_Gram`: the positions in
+  cache-sized chunks, each chunk's stack built in a small buffer, ``f = r^l``
+  repeated rows per block, one batched product, then discarded; backward
+  rebuilds the chunk, forms ``do_l = sum_k (dG_lk + dG_kl) o_k`` and folds it
+  back onto the blocks, the adjoint of the repetition being a sum over the
+  ``f`` rows of each block). Only the per-scale outputs are saved.
+- :func:`mix`: ``y = sum_l w_l o_l``, one broadcast product per scale (scale l's
+  own rows against the weights viewed as blocks of ``r^l`` positions).
 
 Chunks are aligned to the coarsest block (``F = r^{L-1}`` rows, in the shifted
 coordinate ``t' = t + 1`` in causal mode, where a block of scale l covers
@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .upsample import upsample_index
@@ -76,6 +77,13 @@ class ScaleRows:
         if self.outs[0].dtype == dtype:
             return self
         return ScaleRows([out.to(dtype) for out in self.outs], self.length, self.ratio, self.causal)
+
+    def padded(self, l: int, blocks: int) -> Tensor:
+        """Scale l's rows in block coordinates: ``(B, blocks, H, d_h)``, row ``b`` is
+        ``O_l[b - shift]`` (zero rows before ``shift`` and after ``n_l``; cropped to
+        ``blocks`` rows)."""
+        out = self.outs[l]
+        return F.pad(out, (0, 0, 0, 0, self.shift, blocks - self.shift - out.shape[1]))
 
     def fill(self, buf: Tensor, start: int, stop: int, outs: Sequence[Tensor]) -> Tensor:
         """Write the stack rows ``t' in [start, stop)`` into ``buf`` ``(B, c, H, L, d_h)``.
@@ -237,45 +245,15 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(scores, dim=-1), _Gram.apply(rows, *rows.outs)
 
 
-class _Mix(torch.autograd.Function):
-    """``(w, O_0..O_{L-1})`` -> ``y = sum_l w_l o_l``, chunked."""
-
-    @staticmethod
-    def forward(ctx, rows: ScaleRows, w: Tensor, *outs: Tensor) -> Tensor:
-        batch, n, heads, L, dh = rows.shape
-        ref = outs[0]
-        y = ref.new_empty(batch, n, heads, dh)  # (B, n, H, d_h)
-        for start, stop in rows.chunks:
-            buf = rows.fill(ref.new_empty(batch, stop - start, heads, L, dh), start, stop, outs)
-            keep, part = rows.positions(start, stop)
-            y[:, keep] = (w[:, keep].unsqueeze(-1) * buf[:, part]).sum(-2)
-        ctx.rows = rows
-        ctx.save_for_backward(w, *outs)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        rows: ScaleRows = ctx.rows
-        w, *outs = ctx.saved_tensors
-        batch, _, heads, L, dh = rows.shape
-        ref = outs[0]
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        grads = [torch.zeros_like(out) for out in outs]
-        for start, stop in rows.chunks:
-            keep, part = rows.positions(start, stop)
-            c = stop - start
-            dy = grad[:, keep].unsqueeze(-2)  # (B, c', H, 1, d_h)
-            if grad_w is not None:
-                buf = rows.fill(ref.new_empty(batch, c, heads, L, dh), start, stop, outs)
-                grad_w[:, keep] = (buf[:, part] * dy).sum(-1)
-            grad_buf = ref.new_zeros(batch, c, heads, L, dh)
-            grad_buf[:, part] = w[:, keep].unsqueeze(-1) * dy
-            rows.fold(grad_buf, start, grads)
-        return (None, grad_w, *grads)
-
-
 def mix(rows: ScaleRows, w: Tensor) -> Tensor:
-    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``.
+    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``, one broadcast product per scale.
+
+    Scale l's rows repeat over blocks of ``f = r^l`` positions, so its term is the
+    weights viewed as ``(B, blocks, f, H)`` times the scale's own ``n_l`` rows
+    broadcast over ``f``: no upsampled copy of the scale is made, and autograd's
+    adjoint is the same two products (``dw = <dy, O_l>``, ``dO_l = sum_f w dy``).
+    In the shifted coordinate ``t' = t + shift`` block ``b = t' // f`` holds
+    ``O_l[b - shift]`` (the zero row for ``b < shift``: the scale is absent).
 
     Args:
         rows: the scale outputs, :func:`scale_rows`.
@@ -284,4 +262,18 @@ def mix(rows: ScaleRows, w: Tensor) -> Tensor:
     Returns:
         ``(B, n, H, d_h)``.
     """
-    return _Mix.apply(rows, w, *rows.outs)
+    batch, n, heads, L, dh = rows.shape
+    shift = rows.shift
+    y = None
+    for l in range(L):
+        f = rows.ratio**l
+        if f == 1 and shift == 0:
+            term = w[..., l].unsqueeze(-1) * rows.outs[l]  # (B, n, H, d_h)
+        else:
+            blocks = -(-(n + shift) // f)
+            o = rows.padded(l, blocks)  # (B, blocks, H, d_h), row b = O_l[b - shift]
+            wl = F.pad(w[..., l], (0, 0, shift, blocks * f - shift - n))  # (B, blocks f, H)
+            term = wl.view(batch, blocks, f, heads, 1) * o.unsqueeze(2)  # (B, blocks, f, H, d_h)
+            term = term.view(batch, blocks * f, heads, dh)[:, shift : shift + n]
+        y = term if y is None else y + term
+    return y
