@@ -119,7 +119,9 @@ class ScaleRows:
             first = start // f - self.shift
             full, rest = divmod(rows, f)
             skip = 1 if first < 0 else 0
-            if full > skip:
+            if full > skip and f == 1:  # one row per block: nothing to sum
+                g[:, first + skip : first + full] += src[:, skip:full]
+            elif full > skip:
                 g[:, first + skip : first + full] += (
                     src[:, skip * f : full * f].unflatten(1, (full - skip, f)).sum(2)
                 )
@@ -212,9 +214,15 @@ class _Gram(torch.autograd.Function):
             keep, part = rows.positions(start, stop)
             c = stop - start
             buf = rows.fill(ref.new_empty(batch, c, heads, L, dh), start, stop, outs)
-            grad_buf = ref.new_zeros(batch, c, heads, L, dh)
             gg = grad_gram[:, keep]  # (B, c', H, L, L)
-            grad_buf[:, part] = torch.matmul(gg + gg.transpose(-1, -2), buf[:, part])
+            sym = gg + gg.transpose(-1, -2)
+            grad_buf = torch.empty_like(buf)  # (B, c, H, L, d_h)
+            grad_buf[:, : part.start].zero_()  # the virtual row t' = 0 (causal), if any
+            dest = grad_buf[:, part]
+            if dest.is_contiguous() and not torch.is_grad_enabled():  # batch 1, no double backward
+                torch.matmul(sym, buf[:, part], out=dest)
+            else:
+                dest.copy_(torch.matmul(sym, buf[:, part]))
             rows.fold(grad_buf, start, grads)
         return (None, *grads)
 
