@@ -34,6 +34,7 @@ def test_attention_benchmark_quick(tmp_path):
             assert row[key] > 0
         assert 0 < row["fusion_share"] < 1
     assert rows[-1]["maha_peak_mib"] > 0 and rows[-1]["sdpa_peak_mib"] > 0
+    assert rows[-1]["maha_live_mib"] > 0 and rows[-1]["sdpa_live_mib"] > 0
     assert rows[1]["flops"]["core_reduction"] > rows[0]["flops"]["core_reduction"]
     assert "fusion share < 15%" in report["targets"]
     table = (tmp_path / "attention.md").read_text()
