@@ -10,7 +10,8 @@ For every length (default 512 ... 16384; d=256, 4 heads, 4 scales, r=2, window 6
 * time of the forward pass (no grad) and of forward + backward, median over ``--reps``
   interleaved repetitions (MAHA and SDPA alternate, so load changes hit both);
 * peak memory of one forward + backward (CPU: the peak resident set of a fresh
-  subprocess over its resident set just before, the kernel's peak mark being reset there;
+  subprocess, after one warm-up pass on 16 tokens, over its resident set just before,
+  the kernel's peak mark being reset there;
   CUDA: ``max_memory_allocated``). On CPU it is measured twice: with glibc's default
   allocator ("RSS", which keeps freed heap memory resident, so many mid-sized temporaries
   raise the peak beyond what is ever alive at once), and with
@@ -219,6 +220,14 @@ def _peak_child(args: argparse.Namespace, n: int, which: str, queue) -> None:
         torch.set_num_threads(args.threads)
     ours, peer = build(args)
     module = ours if which == "maha" else peer
+    # One small warm-up pass first, so that one-time library state (thread pools, BLAS and
+    # LAPACK workspaces, the solver's worker threads) is not counted as the layer's memory.
+    warm = torch.randn(args.batch, 16, args.d_model, device=args.device, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        module(warm).sum().backward()
+    module.zero_grad(set_to_none=True)
+    del warm
     x = torch.randn(args.batch, n, args.d_model, device=args.device, requires_grad=True)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -283,7 +283,7 @@ def local_attention(
     def blocked(t: Tensor) -> Tensor:
         if tail:
             t = F.pad(t, (0, 0, 0, tail))  # (B, H, nb w, d_h)
-        return t.reshape(batch, heads, nb, w, dh).contiguous()
+        return t.reshape(batch, heads, nb, w, dh)
 
     out = _BlockedAttention.apply(blocked(q), blocked(k), blocked(v), bias, offsets)
     if has_key is not None:

@@ -78,13 +78,6 @@ class ScaleRows:
             return self
         return ScaleRows([out.to(dtype) for out in self.outs], self.length, self.ratio, self.causal)
 
-    def padded(self, l: int, blocks: int) -> Tensor:
-        """Scale l's rows in block coordinates: ``(B, blocks, H, d_h)``, row ``b`` is
-        ``O_l[b - shift]`` (zero rows before ``shift`` and after ``n_l``; cropped to
-        ``blocks`` rows)."""
-        out = self.outs[l]
-        return F.pad(out, (0, 0, 0, 0, self.shift, blocks - self.shift - out.shape[1]))
-
     def fill(self, buf: Tensor, start: int, stop: int, outs: Sequence[Tensor]) -> Tensor:
         """Write the stack rows ``t' in [start, stop)`` into ``buf`` ``(B, c, H, L, d_h)``.
 
@@ -256,12 +249,12 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
 def mix(rows: ScaleRows, w: Tensor) -> Tensor:
     """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``, one broadcast product per scale.
 
-    Scale l's rows repeat over blocks of ``f = r^l`` positions, so its term is the
-    weights viewed as ``(B, blocks, f, H)`` times the scale's own ``n_l`` rows
-    broadcast over ``f``: no upsampled copy of the scale is made, and autograd's
-    adjoint is the same two products (``dw = <dy, O_l>``, ``dO_l = sum_f w dy``).
-    In the shifted coordinate ``t' = t + shift`` block ``b = t' // f`` holds
-    ``O_l[b - shift]`` (the zero row for ``b < shift``: the scale is absent).
+    Scale l's rows repeat over blocks of ``f = r^l`` positions (block ``j`` serves
+    ``t in [s + j f, s + (j + 1) f)``, ``s = f - 1`` causal, 0 otherwise; the scale
+    is absent before ``s``), so its term is the weights viewed as
+    ``(B, blocks, f, H)`` times the scale's own rows broadcast over ``f``: no
+    upsampled copy of the scale is made or saved, and autograd's adjoint is the
+    same two products (``dw = <dy, O_l>``, ``dO_l = sum_f w dy``).
 
     Args:
         rows: the scale outputs, :func:`scale_rows`.
@@ -271,17 +264,15 @@ def mix(rows: ScaleRows, w: Tensor) -> Tensor:
         ``(B, n, H, d_h)``.
     """
     batch, n, heads, L, dh = rows.shape
-    shift = rows.shift
-    y = None
-    for l in range(L):
+    y = w[..., 0].unsqueeze(-1) * rows.outs[0]  # (B, n, H, d_h): scale 0, one row per position
+    for l in range(1, L):
         f = rows.ratio**l
-        if f == 1 and shift == 0:
-            term = w[..., l].unsqueeze(-1) * rows.outs[l]  # (B, n, H, d_h)
-        else:
-            blocks = -(-(n + shift) // f)
-            o = rows.padded(l, blocks)  # (B, blocks, H, d_h), row b = O_l[b - shift]
-            wl = F.pad(w[..., l], (0, 0, shift, blocks * f - shift - n))  # (B, blocks f, H)
-            term = wl.view(batch, blocks, f, heads, 1) * o.unsqueeze(2)  # (B, blocks, f, H, d_h)
-            term = term.view(batch, blocks * f, heads, dh)[:, shift : shift + n]
-        y = term if y is None else y + term
+        start = f - 1 if rows.causal else 0  # block j serves t in [start + j f, start + (j+1) f)
+        if n <= start:
+            continue  # no block is complete yet: the scale is absent everywhere
+        m = -(-(n - start) // f)  # blocks in use (<= n_l)
+        wl = F.pad(w[:, start:, :, l], (0, 0, 0, m * f - (n - start)))  # (B, m f, H)
+        term = wl.view(batch, m, f, heads, 1) * rows.outs[l][:, :m].unsqueeze(2)
+        term = term.view(batch, m * f, heads, dh)[:, : n - start]  # (B, n - start, H, d_h)
+        y = y + F.pad(term, (0, 0, 0, 0, start, 0))  # the first `start` rows: absent
     return y
