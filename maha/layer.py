@@ -130,8 +130,9 @@ class MAHAAttention(nn.Module):
 
     Shapes (batch_first): ``x`` is ``(B, n, d_model)``, the output is
     ``(B, n, d_model)``. Internally scale ``l`` has length ``n_l = ceil(n / r^l)``,
-    per-scale outputs are ``(B, n_l, H, d_h)``, upsampled to ``(B, n, H, L, d_h)``,
-    fused to ``(B, n, H, d_h)`` and projected by ``W_O``.
+    per-scale outputs are ``(B, n_l, H, d_h)``; the fusion reads them as the
+    upsampled stack ``(B, n, H, L, d_h)`` (without building it, see
+    :mod:`maha.fusion_ops`), fuses to ``(B, n, H, d_h)``, and ``W_O`` projects.
 
     Args:
         d_model: d, divisible by ``num_heads``.

@@ -162,8 +162,12 @@ def test_window_none_matches_paper_formulation(num_scales, ratio, n):
     seed=st.integers(0, 2**16),
 )
 def test_local_attention_equals_dense_masked_attention(n, window, causal, padded, seed):
+    """Values and gradients (the fused backward) equal dense masked attention."""
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(2, 3, n, 4, dtype=torch.float64, generator=gen) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 3, n, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+        for _ in range(3)
+    )
     valid = torch.rand(2, n, generator=gen) > 0.3 if padded else None
     out, has_key = local_attention(q, k, v, window, causal=causal, valid=valid)
     j = torch.arange(n).view(-1, 1)
@@ -172,13 +176,20 @@ def test_local_attention_equals_dense_masked_attention(n, window, causal, padded
     allowed = allowed.expand(2, n, n)
     if valid is not None:
         allowed = allowed & valid[:, None, :]
-    scores = (q @ k.transpose(-1, -2)) / 2.0 + torch.where(allowed, 0.0, float("-inf"))[:, None]
-    expected = torch.nan_to_num(torch.softmax(scores, -1)) @ v
+    any_key = allowed.any(-1)  # (2, n); rows without keys: zero output and gradient
+    safe = allowed | ~any_key.unsqueeze(-1)
+    scores = (q @ k.transpose(-1, -2)) / 2.0 + torch.where(safe, 0.0, float("-inf"))[:, None]
+    expected = (torch.softmax(scores, -1) @ v) * any_key[:, None, :, None].to(v.dtype)
     if valid is None:
         assert has_key is None  # every query has a key: itself
-        has_key = allowed.any(-1)
-    assert torch.equal(has_key, allowed.any(-1))
-    torch.testing.assert_close(out, expected * has_key[:, None, :, None], rtol=1e-12, atol=1e-12)
+        has_key = any_key
+    assert torch.equal(has_key, any_key)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    cot = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    ours = torch.autograd.grad(out, (q, k, v), cot)
+    theirs = torch.autograd.grad(expected, (q, k, v), cot)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 
 
 @settings(max_examples=50, deadline=None)
