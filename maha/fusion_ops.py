@@ -15,8 +15,9 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   rebuilds the chunk, forms ``do_l = sum_k (dG_lk + dG_kl) o_k`` and folds it
   back onto the blocks, the adjoint of the repetition being a sum over the
   ``f`` rows of each block). Only the per-scale outputs are saved.
-- :func:`mix`: ``y = sum_l w_l o_l``, one broadcast product per scale (scale l's
-  own rows against the weights viewed as blocks of ``r^l`` positions).
+- :func:`mix`: ``y = sum_l w_l o_l``, one in-place product per scale (scale l's
+  own rows against the weights viewed as blocks of ``r^l`` positions), with a
+  chunked backward.
 
 Chunks are aligned to the coarsest block (``F = r^{L-1}`` rows, in the shifted
 coordinate ``t' = t + 1`` in causal mode, where a block of scale l covers
@@ -31,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .upsample import upsample_index
@@ -246,15 +246,75 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack(scores, dim=-1), _Gram.apply(rows, *rows.outs)
 
 
+def _block_range(length: int, factor: int, causal: bool) -> tuple[int, int, int]:
+    """``(start, full, rest)``: block ``j`` of a scale with ``factor`` rows per block serves
+    the positions ``[start + j f, start + (j + 1) f)``; ``full`` blocks fit inside
+    ``[0, length)`` and one more serves the last ``rest < f`` positions. Causal:
+    ``start = f - 1`` (a block is used once it is complete); otherwise 0."""
+    start = factor - 1 if causal else 0
+    rows = max(length - start, 0)
+    return start, rows // factor, rows % factor
+
+
+class _Mix(torch.autograd.Function):
+    """``(w, O_0..O_{L-1})`` -> ``y = sum_l w_l o_l`` (see :func:`mix`)."""
+
+    @staticmethod
+    def forward(ctx, rows: ScaleRows, w: Tensor, *outs: Tensor) -> Tensor:
+        batch, n, heads, L, dh = rows.shape
+        y = outs[0].new_empty(batch, n, heads, dh)  # (B, n, H, d_h)
+        torch.mul(w[..., 0].unsqueeze(-1), outs[0], out=y)  # scale 0: one row per position
+        for l in range(1, L):
+            f = rows.ratio**l
+            start, full, rest = _block_range(n, f, rows.causal)
+            end = start + full * f
+            if full:  # y[start + j f + i] += w[start + j f + i, l] * O_l[j], in place
+                y[:, start:end].unflatten(1, (full, f)).addcmul_(
+                    w[:, start:end, :, l].unflatten(1, (full, f)).unsqueeze(-1),
+                    outs[l][:, :full].unsqueeze(2),
+                )
+            if rest:
+                y[:, end:].addcmul_(w[:, end:, :, l].unsqueeze(-1), outs[l][:, full : full + 1])
+        ctx.rows = rows
+        ctx.save_for_backward(w, *outs)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows: ScaleRows = ctx.rows
+        w, *outs = ctx.saved_tensors
+        batch, n, heads, L, dh = rows.shape
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        grads = [torch.zeros_like(out) for out in outs]
+        for l, out in enumerate(outs):
+            f = rows.ratio**l
+            start, full, rest = _block_range(n, f, rows.causal)
+            step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
+            spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
+            if rest:
+                spans.append((full, full + 1, rest))
+            for j0, j1, size in spans:
+                lo = start + j0 * f
+                hi = lo + (j1 - j0) * size
+                dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
+                wl = w[:, lo:hi, :, l].unflatten(1, (j1 - j0, size)).unsqueeze(-1)
+                if grad_w is not None:  # dw_l = <dy, O_l[j]>
+                    dw = (dy * out[:, j0:j1].unsqueeze(2)).sum(-1)  # (B, c, size, H)
+                    grad_w[:, lo:hi, :, l] = dw.flatten(1, 2)
+                grads[l][:, j0:j1] = (dy * wl).sum(2)  # dO_l[j] = sum_i w dy
+        return (None, grad_w, *grads)
+
+
 def mix(rows: ScaleRows, w: Tensor) -> Tensor:
-    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``, one broadcast product per scale.
+    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``, accumulated in place scale by scale.
 
     Scale l's rows repeat over blocks of ``f = r^l`` positions (block ``j`` serves
     ``t in [s + j f, s + (j + 1) f)``, ``s = f - 1`` causal, 0 otherwise; the scale
-    is absent before ``s``), so its term is the weights viewed as
-    ``(B, blocks, f, H)`` times the scale's own rows broadcast over ``f``: no
-    upsampled copy of the scale is made or saved, and autograd's adjoint is the
-    same two products (``dw = <dy, O_l>``, ``dO_l = sum_f w dy``).
+    is absent before ``s``), so its term is one in-place ``addcmul`` of the
+    weights viewed as ``(B, blocks, f, H)`` with the scale's own rows broadcast
+    over ``f``: no upsampled copy of a scale and no temporary of the output's
+    size. The adjoint (``dw_l = <dy, O_l>``, ``dO_l[j] = sum_{t in block j} w dy``)
+    runs over cache-sized chunks of blocks.
 
     Args:
         rows: the scale outputs, :func:`scale_rows`.
@@ -263,16 +323,4 @@ def mix(rows: ScaleRows, w: Tensor) -> Tensor:
     Returns:
         ``(B, n, H, d_h)``.
     """
-    batch, n, heads, L, dh = rows.shape
-    y = w[..., 0].unsqueeze(-1) * rows.outs[0]  # (B, n, H, d_h): scale 0, one row per position
-    for l in range(1, L):
-        f = rows.ratio**l
-        start = f - 1 if rows.causal else 0  # block j serves t in [start + j f, start + (j+1) f)
-        if n <= start:
-            continue  # no block is complete yet: the scale is absent everywhere
-        m = -(-(n - start) // f)  # blocks in use (<= n_l)
-        wl = F.pad(w[:, start:, :, l], (0, 0, 0, m * f - (n - start)))  # (B, m f, H)
-        term = wl.view(batch, m, f, heads, 1) * rows.outs[l][:, :m].unsqueeze(2)
-        term = term.view(batch, m * f, heads, dh)[:, : n - start]  # (B, n - start, H, d_h)
-        y = y + F.pad(term, (0, 0, 0, 0, start, 0))  # the first `start` rows: absent
-    return y
+    return _Mix.apply(rows, w, *rows.outs)
