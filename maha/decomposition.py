@@ -61,6 +61,51 @@ def downsample_valid(valid: Tensor, num_scales: int, ratio: int) -> list[Tensor]
     return masks
 
 
+_CHUNK_ELEMENTS = 1 << 18  # rows x channels per chunk of the weight-gradient reductions
+
+
+class _DepthwiseBlocks(torch.autograd.Function):
+    """``out[b, j] = bias + sum_k w_k * blocks[b, j, k]`` (per channel), in place.
+
+    Forward accumulates one ``addcmul`` per kernel tap into the output (no
+    temporary of the blocks' size); backward forms ``d blocks_k = w_k * dout`` in
+    one broadcast product and reduces ``dw_k = sum_{b,j} dout * blocks_k``
+    over cache-sized chunks of rows.
+    """
+
+    @staticmethod
+    def forward(ctx, blocks: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        # blocks: (B, m, r, d); weight: (r, d); bias: (d,) or None
+        batch, m, r, d = blocks.shape
+        out = blocks.new_empty(batch, m, d)  # (B, m, d)
+        if bias is None:
+            torch.mul(blocks[:, :, 0], weight[0], out=out)
+        else:
+            torch.addcmul(bias, blocks[:, :, 0], weight[0], out=out)
+        for k in range(1, r):
+            out.addcmul_(blocks[:, :, k], weight[k])
+        ctx.save_for_backward(blocks, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        blocks, weight = ctx.saved_tensors
+        batch, m, r, d = blocks.shape
+        grad_blocks = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_blocks = grad.unsqueeze(2) * weight  # (B, m, r, d)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.zeros_like(weight)  # (r, d)
+            step = max(1, _CHUNK_ELEMENTS // max(batch * d, 1))
+            for j in range(0, m, step):
+                g = grad[:, j : j + step]  # (B, c, d)
+                grad_weight += (g.unsqueeze(2) * blocks[:, j : j + step]).sum((0, 1))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 1))
+        return grad_blocks, grad_weight, grad_bias
+
+
 class HierarchicalDecomposition(nn.Module):
     """Learnable (or pooling) multiscale decomposition ``X_l = D_l(X_{l-1})``.
 
@@ -69,8 +114,9 @@ class HierarchicalDecomposition(nn.Module):
 
     - ``"conv"``: depthwise strided convolution, ``D(B_j) = sum_k w_k * B_j[k] + b``
       with per-channel weights ``w_k in R^d`` (initialised to ``1 / r``, average
-      pooling); ``2 r d`` elementwise FLOPs per output row (computed as a
-      broadcast product and sum: PyTorch's grouped ``conv1d`` is far slower on CPU).
+      pooling); ``2 r d`` elementwise FLOPs per output row (computed as ``r``
+      in-place multiply-adds, :class:`_DepthwiseBlocks`: PyTorch's grouped
+      ``conv1d`` is far slower on CPU).
     - ``"dense_conv"``: full channel-mixing strided convolution (the paper's
       code), ``D(B_j) = [W_1 .. W_r] vec(B_j) + b`` with ``W_k in R^{d x d}``
       (initialised to ``I / r``); one matrix product, ``2 r d^2`` FLOPs per output row.
@@ -141,14 +187,12 @@ class HierarchicalDecomposition(nn.Module):
         if self.weight is None:  # pooling
             return blocks.mean(2) if self.mode == "avg" else blocks.amax(2)  # (B, m, d)
         weight = self.weight[index].to(xp.dtype)
+        bias = None if self.bias is None else self.bias[index].to(xp.dtype)
         if self.mode == "conv":
-            out = (blocks * weight).sum(2)  # (B, m, d)
-        else:
-            flat = blocks.reshape(batch, rows // r, r * d)  # (B, m, r d)
-            out = flat @ weight.t()  # (B, m, d)
-        if self.bias is not None:
-            out = out + self.bias[index].to(out.dtype)
-        return out
+            return _DepthwiseBlocks.apply(blocks, weight, bias)  # (B, m, d)
+        flat = blocks.reshape(batch, rows // r, r * d)  # (B, m, r d)
+        out = flat @ weight.t()  # (B, m, d)
+        return out if bias is None else out + bias
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> list[Tensor]:
         """Decompose ``x`` into its L scales.

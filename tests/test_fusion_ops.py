@@ -9,6 +9,8 @@
   passes ``gradcheck``, and the compact window bias equals the mask built
   position by position (values and gradients against dense masked attention:
   ``tests/test_maha_layer.py``).
+- ``maha.decomposition._DepthwiseBlocks``: the in-place depthwise level equals the
+  broadcast product and sum it replaces.
 """
 
 from __future__ import annotations
@@ -173,3 +175,28 @@ def test_window_bias_equals_positional_mask(causal, w):
         allowed, _ = _window_mask(nb, w, span, w, n, causal, "cpu")
         expected = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
         assert torch.equal(_window_bias(nb, w, span, n, causal, "cpu", torch.float32), expected)
+
+
+@pytest.mark.parametrize("ratio", [2, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_decomposition_equals_broadcast_product(ratio, bias, monkeypatch):
+    """The in-place depthwise level equals ``(blocks * w).sum(2) + b``, values and gradients,
+    with one chunk or many in the weight-gradient reduction."""
+    import maha.decomposition as decomposition
+    from maha.decomposition import _DepthwiseBlocks
+
+    gen = torch.Generator().manual_seed(ratio)
+    blocks = torch.randn(2, 9, ratio, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(ratio, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, generator=gen, requires_grad=True) if bias else None
+    expected = (blocks * weight).sum(2) + (0 if b is None else b)
+    cot = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
+    inputs = [t for t in (blocks, weight, b) if t is not None]
+    theirs = torch.autograd.grad(expected, inputs, cot)
+    for chunk in (1, 1 << 18):
+        monkeypatch.setattr(decomposition, "_CHUNK_ELEMENTS", chunk)
+        out = _DepthwiseBlocks.apply(blocks, weight, b)
+        torch.testing.assert_close(out, expected, rtol=1e-14, atol=1e-14)
+        for a, t in zip(torch.autograd.grad(out, inputs, cot), theirs):
+            torch.testing.assert_close(a, t, rtol=1e-13, atol=1e-13)
+    assert torch.autograd.gradcheck(lambda *a: _DepthwiseBlocks.apply(*a), (blocks, weight, b))
