@@ -46,6 +46,7 @@ from aggregation._validation import (
     check_int,
     check_positive,
     compute_dtype,
+    describe,
 )
 
 from .config import STRATEGIES
@@ -204,7 +205,7 @@ class ScaleFusion(nn.Module):
             ``a``: ``(B, n, H, L)``, ``a_l = softplus(<u_{l,h}, o_l> + b_{l,h}) + eps``;
             ``C``: ``(B, n, H, L, L)``, ``beta_h <o_l, o_k> / d_h + mu [l = k] (+ S_h - S_h^T)``.
         """
-        rows = o if isinstance(o, ScaleRows) else ScaleRows.from_stack(o)
+        rows = self._rows(o)
         dtype = rows.dtype
         u = self.utility_weight.to(dtype).transpose(0, 1)  # (H, L, d_h)
         score, gram = game_features(rows, u)  # (B, n, H, L), (B, n, H, L, L)
@@ -217,6 +218,39 @@ class ScaleFusion(nn.Module):
             skew = self.skew.to(dtype)
             C = C + (skew - skew.transpose(-1, -2))  # (H, L, L) broadcast
         return a, C
+
+    def _rows(self, o: Tensor | ScaleRows, present: Tensor | None = None) -> ScaleRows:
+        """Validate the fusion's input and view it as :class:`maha.fusion_ops.ScaleRows`."""
+        L, H, dh = self.num_scales, self.num_heads, self.head_dim
+        if isinstance(o, ScaleRows):
+            rows = o
+        elif isinstance(o, Tensor):
+            if o.dim() != 5 or tuple(o.shape[2:]) != (H, L, dh) or not o.is_floating_point():
+                raise ValueError(
+                    f"o must be a floating stack of shape (batch, length, {H}, {L}, {dh}) "
+                    f"(heads, scales, head_dim) or ScaleRows; received {describe(o)}"
+                )
+            rows = ScaleRows.from_stack(o)
+        else:
+            raise TypeError(
+                f"o must be a tensor (batch, length, {H}, {L}, {dh}) or maha.fusion_ops."
+                f"ScaleRows; received {describe(o)}"
+            )
+        if rows.shape[2:] != (H, L, dh):
+            raise ValueError(
+                f"o must hold {L} scales of {H} heads x {dh}; received rows of shape "
+                f"{rows.shape} (batch, length, heads, scales, head_dim)"
+            )
+        if present is not None:
+            expected = (rows.shape[0], rows.shape[1], L)
+            if not isinstance(present, Tensor) or present.dtype != torch.bool:
+                raise TypeError(f"present must be a bool tensor; received {describe(present)}")
+            if tuple(present.shape) != expected:
+                raise ValueError(
+                    f"present must have shape (batch, length, scales) = {expected}; "
+                    f"received {describe(present)}"
+                )
+        return rows
 
     # ---------------------------------------------------------------- forward
     def forward(self, o: Tensor | ScaleRows, present: Tensor) -> FusionOutput:
@@ -232,7 +266,7 @@ class ScaleFusion(nn.Module):
         Returns:
             :class:`FusionOutput` with ``output`` of shape ``(B, n, H, d_h)`` (dtype of ``o``).
         """
-        rows = o if isinstance(o, ScaleRows) else ScaleRows.from_stack(o)
+        rows = self._rows(o, present)
         batch, n, H, L, dh = rows.shape
         if self.gating and L > 1:
             rows = ScaleRows.from_stack(self.gate(stack_scales(rows), present))

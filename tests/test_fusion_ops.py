@@ -200,3 +200,18 @@ def test_depthwise_decomposition_equals_broadcast_product(ratio, bias, monkeypat
         for a, t in zip(torch.autograd.grad(out, inputs, cot), theirs):
             torch.testing.assert_close(a, t, rtol=1e-13, atol=1e-13)
     assert torch.autograd.gradcheck(lambda *a: _DepthwiseBlocks.apply(*a), (blocks, weight, b))
+
+
+def test_fusion_rejects_bad_inputs_by_name():
+    import maha
+
+    fusion = maha.MAHAAttention(8, 2, 3, 2, 4, "nash", True).fusion
+    present = torch.ones(1, 5, 3, dtype=torch.bool)
+    with pytest.raises(TypeError, match="o must be a tensor"):
+        fusion([torch.zeros(1, 5, 2, 4)], present)
+    with pytest.raises(ValueError, match=r"o must be a floating stack of shape \(batch, length, 2"):
+        fusion(torch.zeros(1, 5, 2, 4, 4), present)  # 4 scales for a 3-scale fusion
+    with pytest.raises(ValueError, match="present must have shape"):
+        fusion(torch.zeros(1, 5, 2, 3, 4), present[:, :4])
+    with pytest.raises(TypeError, match="present must be a bool tensor"):
+        fusion(torch.zeros(1, 5, 2, 3, 4), present.float())
