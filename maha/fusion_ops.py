@@ -44,6 +44,11 @@ _CHUNK_ELEMENTS = 1 << 18  # stack entries per chunk: 1 MiB of float32, in cache
 class ScaleRows:
     """The L scale outputs of one layer call and their upsampling geometry.
 
+    Stands for the stack ``o[b, t, h, l] = O_l[b, j_l(t), h]`` of shape
+    ``(B, n, H, L, d_h)`` without holding it: ``j_l(t) = floor((t + 1) / r^l) - 1``
+    in causal mode (the scale is absent, a zero row, while ``j_l(t) < 0``) and
+    ``floor(t / r^l)`` otherwise (:func:`maha.upsample.upsample_index`).
+
     Args:
         outs: L tensors ``O_l`` of shape ``(B, n_l, H, d_h)``, zero rows where a
             block has no key.
