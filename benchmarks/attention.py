@@ -367,7 +367,10 @@ def plot(report: dict, path: Path) -> None:
 
     rows = report["rows"]
     n = [r["length"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    mem = [r for r in rows if "maha_peak_mib" in r]
+    panels = 3 if mem else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    ax1, ax2 = axes[0], axes[1]
     ax1.loglog(n, [r["flops"]["maha"]["total"] for r in rows], "o-", label="MAHA layer")
     ax1.loglog(n, [r["flops"]["maha"]["core"] for r in rows], "o--", label="MAHA core")
     ax1.loglog(n, [r["flops"]["standard"]["total"] for r in rows], "s-", label="standard layer")
@@ -384,6 +387,21 @@ def plot(report: dict, path: Path) -> None:
     ax2.set_ylabel("time (ms)")
     ax2.set_xscale("log", base=2)
     ax2.legend()
+    if mem:
+        ax3 = axes[2]
+        m = [r["length"] for r in mem]
+        for key, style, label in (
+            ("maha_peak_mib", "o-", "MAHA (RSS)"),
+            ("sdpa_peak_mib", "s-", "SDPA (RSS)"),
+            ("maha_live_mib", "o--", "MAHA (live)"),
+            ("sdpa_live_mib", "s--", "SDPA (live)"),
+        ):
+            if all(key in r for r in mem):
+                ax3.loglog(m, [r[key] for r in mem], style, label=label)
+        ax3.set_xlabel("length")
+        ax3.set_ylabel("peak memory of fwd+bwd (MiB)")
+        ax3.set_xscale("log", base=2)
+        ax3.legend()
     cfg = report["config"]
     fig.suptitle(
         f"MAHA vs SDPA: d={cfg['d_model']}, H={cfg['heads']}, L={cfg['scales']}, "
