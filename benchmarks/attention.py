@@ -31,6 +31,7 @@ Writes ``attention.json``, ``attention.md`` and ``attention.png`` to ``benchmark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -245,6 +246,22 @@ def _peak_child(args: argparse.Namespace, n: int, which: str, queue) -> None:
     queue.put(peak)
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str | None):
+    """Set (``value`` not None) an environment variable for the enclosed block only."""
+    saved = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if saved is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = saved
+
+
 def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
     """``{maha,sdpa}_peak_mib`` (default allocator) and, on CPU, ``{maha,sdpa}_live_mib``."""
     ctx = mp.get_context("spawn")
@@ -254,19 +271,10 @@ def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
         modes.append(("live", "65536"))  # glibc reads it when the subprocess starts
     for label, threshold in modes:
         for which in ("maha", "sdpa"):
-            saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-            if threshold is not None:
-                os.environ["MALLOC_MMAP_THRESHOLD_"] = threshold
-            try:
-                queue = ctx.Queue()
-                proc = ctx.Process(target=_peak_child, args=(args, n, which, queue))
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_peak_child, args=(args, n, which, queue))
+            with _environment("MALLOC_MMAP_THRESHOLD_", threshold):  # the child inherits it
                 proc.start()
-            finally:
-                if threshold is not None:
-                    if saved is None:
-                        del os.environ["MALLOC_MMAP_THRESHOLD_"]
-                    else:
-                        os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
             value = queue.get(timeout=600)
             proc.join()
             out[f"{which}_{label}_mib"] = value / 2**20

@@ -75,21 +75,6 @@ def global_attention(
     return _finish(out, has_key.unsqueeze(1)), has_key
 
 
-def _window_mask(nb: int, block: int, span: int, window: int, n: int, causal: bool, device):
-    """Allowed (query, key) pairs of the blocked layout, ``(nb, block, span)`` bool.
-
-    Query ``j`` of block ``i`` sits at ``i * block + j``; key slot ``m`` of block
-    ``i`` at ``i * block - window + m``.
-    """
-    qpos = torch.arange(nb * block, device=device).view(nb, block, 1)  # (nb, b, 1)
-    kpos = (torch.arange(nb, device=device) * block - window).view(nb, 1, 1) + torch.arange(
-        span, device=device
-    )  # (nb, 1, S)
-    rel = qpos - kpos  # j - k
-    allowed = (rel >= 0) & (rel < window) if causal else rel.abs() < window
-    return allowed & (kpos >= 0) & (kpos < n), kpos  # (nb, b, S), (nb, 1, S)
-
-
 def _no_autocast(device: torch.device):
     """A context that turns autocast off on ``device`` (a no-op where autocast is off)."""
     kind = device.type
@@ -101,11 +86,14 @@ def _no_autocast(device: torch.device):
 def _window_bias(
     nb: int, w: int, span: int, n: int, causal: bool, device, dtype: torch.dtype
 ) -> Tensor:
-    """The additive ``0 / -inf`` mask of :func:`_window_mask` without padding, ``(nb, w, S)``.
+    """The additive ``0 / -inf`` window mask of the blocked layout, ``(nb, w, S)``.
 
-    Interior blocks share one ``(w, S)`` pattern (``rel = j + w - m``, the query's
-    distance to key slot ``m``), so it is built once and copied; only the first
-    block (no previous block) and the last blocks (keys past ``n``) differ.
+    Query ``j`` of block ``i`` sits at ``i w + j``, key slot ``m`` of block ``i`` at
+    ``i w - w + m``; the pair is allowed iff ``0 <= rel < w`` (causal) or
+    ``|rel| < w`` with ``rel = j + w - m``, and the slot holds a key (``0 <= k < n``).
+    Interior blocks share one ``(w, S)`` pattern, so it is built once and copied;
+    only the first block (no previous block) and the last ones (slots past ``n``)
+    differ.
     """
     rel = torch.arange(w, device=device).view(w, 1) + w - torch.arange(span, device=device)
     allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w  # (w, S)
@@ -268,17 +256,17 @@ def local_attention(
     device = q.device
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     has_key = None
-    if valid is None:
-        bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
-    else:
-        allowed, kpos = _window_mask(nb, w, span, w, n, causal, device)  # (nb, w, S)
+    bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
+    if valid is not None:
+        kpos = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(
+            span, device=device
+        )  # (nb, S): the key position of each slot
         kvalid = F.pad(valid, (w, tail + w), value=False)  # key k at index k + w
         key_ok = kvalid[:, (kpos + w).view(-1)].view(batch, nb, 1, span)  # (B, nb, 1, S)
-        allowed = allowed.unsqueeze(0) & key_ok  # (B, nb, w, S)
-        has_key = allowed.any(-1)  # (B, nb, w)
-        allowed = allowed | ~has_key.unsqueeze(-1)  # rows without keys: anything finite
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(1)  # (B, 1, nb, w, S)
+        bias = bias.masked_fill(~key_ok, -math.inf)  # (B, nb, w, S)
+        has_key = ~torch.isneginf(bias).all(-1)  # (B, nb, w)
+        # rows without keys: anything finite (their output is zeroed below)
+        bias = bias.masked_fill(~has_key.unsqueeze(-1), 0.0).unsqueeze(1)  # (B, 1, nb, w, S)
 
     def blocked(t: Tensor) -> Tensor:
         if tail:

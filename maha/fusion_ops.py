@@ -19,9 +19,8 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   own rows against the weights viewed as blocks of ``r^l`` positions), with a
   chunked backward.
 
-Chunks are aligned to the coarsest block (``F = r^{L-1}`` rows, in the shifted
-coordinate ``t' = t + 1`` in causal mode, where a block of scale l covers
-``t' in [(j + 1) f, (j + 2) f)``), so every block lies in exactly one chunk.
+The block rule lives in one place, :func:`_blocks`; the Gram chunks cut the
+positions only at boundaries that every scale's blocks share.
 Everything is per position: row ``t`` of a result reads ``o_l(t)`` only, so
 causality is untouched. ``tests/test_fusion_ops.py`` pins both functions to the
 plain composition (upsample, stack, products) and runs ``gradcheck`` in float64.
@@ -34,11 +33,28 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .upsample import upsample_index
+from .upsample import upsample, upsample_index
 
 __all__ = ["ScaleRows", "scale_rows", "game_features", "mix", "stack_scales"]
 
 _CHUNK_ELEMENTS = 1 << 18  # stack entries per chunk: 1 MiB of float32, in cache
+
+
+def _blocks(lo: int, hi: int, factor: int, causal: bool) -> tuple[int, int, int, int]:
+    """Scale blocks serving the positions ``[lo, hi)``: ``(first, j0, full, rest)``.
+
+    Block ``j`` of a scale with ``f = factor`` rows per block serves the positions
+    ``[s + j f, s + (j + 1) f)`` with ``s = f - 1`` in causal mode (a block is used
+    once it is complete; the scale is absent before ``s``) and ``s = 0`` otherwise:
+    the rule of :func:`maha.upsample.upsample_index`. Within ``[lo, hi)`` the
+    positions before ``first`` are absent, blocks ``j0 .. j0 + full - 1`` each fill
+    ``f`` rows from ``first`` on, and block ``j0 + full`` the last ``rest < f`` rows.
+    ``lo`` must be ``0`` or a block boundary.
+    """
+    s = factor - 1 if causal else 0
+    first = min(max(lo, s), hi)
+    full, rest = divmod(hi - first, factor)
+    return first, (first - s) // factor, full, rest
 
 
 class ScaleRows:
@@ -48,6 +64,10 @@ class ScaleRows:
     ``(B, n, H, L, d_h)`` without holding it: ``j_l(t) = floor((t + 1) / r^l) - 1``
     in causal mode (the scale is absent, a zero row, while ``j_l(t) < 0``) and
     ``floor(t / r^l)`` otherwise (:func:`maha.upsample.upsample_index`).
+
+    ``chunks`` cut the positions at boundaries shared by every scale's blocks
+    (``m F - 1`` causal, ``m F`` otherwise, ``F = r^{L-1}``), about
+    ``_CHUNK_ELEMENTS`` stack entries each, so that every block lies in one chunk.
 
     Args:
         outs: L tensors ``O_l`` of shape ``(B, n_l, H, d_h)``, zero rows where a
@@ -68,9 +88,10 @@ class ScaleRows:
         coarsest = self.ratio ** (len(self.outs) - 1)
         per_row = batch * heads * len(self.outs) * dh
         rows = max(coarsest, (_CHUNK_ELEMENTS // max(per_row, 1)) // coarsest * coarsest)
-        self.shift = 1 if self.causal else 0  # t' = t + shift
-        total = self.length + self.shift  # rows t' = 0 .. n - 1 + shift
-        self.chunks = [(c, min(c + rows, total)) for c in range(0, total, rows)]
+        shift = 1 if self.causal else 0
+        cuts = [c - shift for c in range(rows, self.length + shift, rows) if c > shift]
+        edges = [0, *cuts, self.length]
+        self.chunks = list(zip(edges[:-1], edges[1:]))
 
     @classmethod
     def from_stack(cls, stack: Tensor) -> ScaleRows:
@@ -83,53 +104,33 @@ class ScaleRows:
             return self
         return ScaleRows([out.to(dtype) for out in self.outs], self.length, self.ratio, self.causal)
 
-    def fill(self, buf: Tensor, start: int, stop: int, outs: Sequence[Tensor]) -> Tensor:
-        """Write the stack rows ``t' in [start, stop)`` into ``buf`` ``(B, c, H, L, d_h)``.
-
-        Row ``t'`` of scale l is block ``j = t' // f - shift`` (zero when ``j < 0``).
-        """
+    def fill(self, buf: Tensor, lo: int, hi: int, outs: Sequence[Tensor]) -> Tensor:
+        """Write the stack rows of the positions ``[lo, hi)`` into ``buf`` ``(B, c, H, L, d_h)``."""
         for l, out in enumerate(outs):
             f = self.ratio**l
-            dest = buf[:, :, :, l]  # (B, c, H, d_h)
-            first = start // f - self.shift  # block of the chunk's first row
-            rows = stop - start
-            full, rest = divmod(rows, f)
-            skip = 0
-            if first < 0:  # the first f rows (t' < f) have no block yet: absent
-                dest[:, :f].zero_()
-                skip = 1
-            if full > skip:
-                blocks = dest[:, skip * f : full * f].unflatten(1, (full - skip, f))
-                blocks.copy_(out[:, first + skip : first + full].unsqueeze(2))
+            first, j0, full, rest = _blocks(lo, hi, f, self.causal)
+            dest = buf[:, first - lo :, :, l]  # (B, hi - first, H, d_h)
+            buf[:, : first - lo, :, l].zero_()  # absent: no block has ended yet
+            if full:
+                dest[:, : full * f].unflatten(1, (full, f)).copy_(
+                    out[:, j0 : j0 + full].unsqueeze(2)
+                )
             if rest:
-                if first + full < 0:  # a short first chunk: its rows are all absent
-                    dest[:, full * f :].zero_()
-                else:
-                    dest[:, full * f :].copy_(out[:, first + full : first + full + 1])
+                dest[:, full * f :].copy_(out[:, j0 + full : j0 + full + 1])
         return buf
 
-    def fold(self, grad_buf: Tensor, start: int, grads: Sequence[Tensor]) -> None:
-        """Add the adjoint of :meth:`fill` (sums over each block's rows) into ``grads``."""
-        rows = grad_buf.shape[1]
+    def fold(self, grad_buf: Tensor, lo: int, hi: int, grads: Sequence[Tensor]) -> None:
+        """Add the adjoint of :meth:`fill` (a sum over each block's rows) into ``grads``."""
         for l, g in enumerate(grads):
             f = self.ratio**l
-            src = grad_buf[:, :, :, l]  # (B, c, H, d_h)
-            first = start // f - self.shift
-            full, rest = divmod(rows, f)
-            skip = 1 if first < 0 else 0
-            if full > skip and f == 1:  # one row per block: nothing to sum
-                g[:, first + skip : first + full] += src[:, skip:full]
-            elif full > skip:
-                g[:, first + skip : first + full] += (
-                    src[:, skip * f : full * f].unflatten(1, (full - skip, f)).sum(2)
-                )
-            if rest and first + full >= 0:
-                g[:, first + full] += src[:, full * f :].sum(1)
-
-    def positions(self, start: int, stop: int) -> tuple[slice, slice]:
-        """``(rows of the input, rows of the chunk)`` that the chunk ``[start, stop)`` covers."""
-        lo, hi = max(start - self.shift, 0), stop - self.shift
-        return slice(lo, hi), slice(lo + self.shift - start, hi + self.shift - start)
+            first, j0, full, rest = _blocks(lo, hi, f, self.causal)
+            src = grad_buf[:, first - lo :, :, l]  # (B, hi - first, H, d_h)
+            if full and f == 1:  # one row per block: nothing to sum
+                g[:, j0 : j0 + full] += src[:, :full]
+            elif full:
+                g[:, j0 : j0 + full] += src[:, : full * f].unflatten(1, (full, f)).sum(2)
+            if rest:
+                g[:, j0 + full] += src[:, full * f :].sum(1)
 
 
 def scale_rows(
@@ -169,19 +170,11 @@ def scale_rows(
 
 def stack_scales(rows: ScaleRows) -> Tensor:
     """The upsampled stack ``(B, n, H, L, d_h)`` (autograd-differentiable; for references)."""
-    return torch.stack(
-        [
-            _upsample_reference(out, rows.length, rows.ratio**l, rows.causal)
-            for l, out in enumerate(rows.outs)
-        ],
-        dim=3,
-    )
-
-
-def _upsample_reference(out: Tensor, length: int, factor: int, causal: bool) -> Tensor:
-    index, present = upsample_index(length, factor, causal=causal, device=out.device)
-    up = out.index_select(1, index)  # (B, n, H, d_h)
-    return up * present.view(1, -1, 1, 1).to(up.dtype)
+    ups = [
+        upsample(out, None, rows.length, rows.ratio**l, causal=rows.causal)[0]
+        for l, out in enumerate(rows.outs)
+    ]
+    return torch.stack(ups, dim=3)
 
 
 class _Gram(torch.autograd.Function):
@@ -192,11 +185,9 @@ class _Gram(torch.autograd.Function):
         batch, n, heads, L, dh = rows.shape
         ref = outs[0]
         gram = ref.new_empty(batch, n, heads, L, L)  # (B, n, H, L, L)
-        for start, stop in rows.chunks:
-            buf = rows.fill(ref.new_empty(batch, stop - start, heads, L, dh), start, stop, outs)
-            keep, part = rows.positions(start, stop)
-            o = buf[:, part]  # (B, c, H, L, d_h)
-            gram[:, keep] = torch.matmul(o, o.transpose(-1, -2))
+        for lo, hi in rows.chunks:
+            o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
+            gram[:, lo:hi] = torch.matmul(o, o.transpose(-1, -2))
         ctx.rows = rows
         ctx.save_for_backward(*outs)
         return gram
@@ -208,20 +199,10 @@ class _Gram(torch.autograd.Function):
         batch, _, heads, L, dh = rows.shape
         ref = outs[0]
         grads = [torch.zeros_like(out) for out in outs]
-        for start, stop in rows.chunks:
-            keep, part = rows.positions(start, stop)
-            c = stop - start
-            buf = rows.fill(ref.new_empty(batch, c, heads, L, dh), start, stop, outs)
-            gg = grad_gram[:, keep]  # (B, c', H, L, L)
-            sym = gg + gg.transpose(-1, -2)
-            grad_buf = torch.empty_like(buf)  # (B, c, H, L, d_h)
-            grad_buf[:, : part.start].zero_()  # the virtual row t' = 0 (causal), if any
-            dest = grad_buf[:, part]
-            if dest.is_contiguous() and not torch.is_grad_enabled():  # batch 1, no double backward
-                torch.matmul(sym, buf[:, part], out=dest)
-            else:
-                dest.copy_(torch.matmul(sym, buf[:, part]))
-            rows.fold(grad_buf, start, grads)
+        for lo, hi in rows.chunks:
+            o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
+            gg = grad_gram[:, lo:hi]  # (B, c, H, L, L)
+            rows.fold(torch.matmul(gg + gg.transpose(-1, -2), o), lo, hi, grads)
         return (None, *grads)
 
 
@@ -243,22 +224,8 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     scores = []
     for l, out in enumerate(rows.outs):
         score = (out * u[:, l]).sum(-1)  # (B, n_l, H)
-        f = rows.ratio**l
-        if f > 1:
-            index, present = upsample_index(rows.length, f, causal=rows.causal, device=rows.device)
-            score = score.index_select(1, index) * present.view(1, -1, 1).to(score.dtype)
-        scores.append(score)  # (B, n, H)
+        scores.append(upsample(score, None, rows.length, rows.ratio**l, causal=rows.causal)[0])
     return torch.stack(scores, dim=-1), _Gram.apply(rows, *rows.outs)
-
-
-def _block_range(length: int, factor: int, causal: bool) -> tuple[int, int, int]:
-    """``(start, full, rest)``: block ``j`` of a scale with ``factor`` rows per block serves
-    the positions ``[start + j f, start + (j + 1) f)``; ``full`` blocks fit inside
-    ``[0, length)`` and one more serves the last ``rest < f`` positions. Causal:
-    ``start = f - 1`` (a block is used once it is complete); otherwise 0."""
-    start = factor - 1 if causal else 0
-    rows = max(length - start, 0)
-    return start, rows // factor, rows % factor
 
 
 class _Mix(torch.autograd.Function):
@@ -271,7 +238,7 @@ class _Mix(torch.autograd.Function):
         torch.mul(w[..., 0].unsqueeze(-1), outs[0], out=y)  # scale 0: one row per position
         for l in range(1, L):
             f = rows.ratio**l
-            start, full, rest = _block_range(n, f, rows.causal)
+            start, _, full, rest = _blocks(0, n, f, rows.causal)
             end = start + full * f
             if full:  # y[start + j f + i] += w[start + j f + i, l] * O_l[j], in place
                 y[:, start:end].unflatten(1, (full, f)).addcmul_(
@@ -293,7 +260,7 @@ class _Mix(torch.autograd.Function):
         grads = [torch.zeros_like(out) for out in outs]
         for l, out in enumerate(outs):
             f = rows.ratio**l
-            start, full, rest = _block_range(n, f, rows.causal)
+            start, _, full, rest = _blocks(0, n, f, rows.causal)
             step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
             spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
             if rest:

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import maha.fusion_ops as fops
-from maha.attention import _window_bias, _window_mask, local_attention
+from maha.attention import _window_bias, local_attention
 from maha.decomposition import scale_lengths
-from maha.fusion_ops import ScaleRows, game_features, mix, scale_rows, stack_scales
+from maha.fusion_ops import game_features, mix, scale_rows, stack_scales
 from maha.upsample import upsample
 
 
@@ -74,8 +74,12 @@ def test_chunked_features_and_mix_equal_the_stack(n, L, r, causal, chunk, monkey
     u = torch.randn(2, L, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.rand(2, n, 2, L, dtype=torch.float64, generator=gen, requires_grad=True)
     rows, present = scale_rows(outs, keys, n, r, causal=causal)
-    if chunk == 1:
-        assert len(rows.chunks) == -(-(n + causal) // r ** (L - 1))
+    F = r ** (L - 1)  # every interior chunk boundary is a block boundary of every scale
+    assert rows.chunks[0][0] == 0 and rows.chunks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(rows.chunks, rows.chunks[1:]))
+    assert all((lo + causal) % F == 0 and lo > 0 for lo, _ in rows.chunks[1:])
+    if chunk == 1:  # one coarsest block per chunk
+        assert all(hi - lo <= F for lo, hi in rows.chunks)
     s, G = game_features(rows, u)
     y = mix(rows, w)
 
@@ -124,7 +128,6 @@ def test_stack_input_equals_rows_input():
     b = layer.fusion(stack_scales(rows), present)
     torch.testing.assert_close(a.output, b.output, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a.diagnostics.weights, b.diagnostics.weights)
-    assert isinstance(ScaleRows.from_stack(stack_scales(rows)), ScaleRows)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -164,6 +167,15 @@ def test_local_attention_gradcheck(causal, padded):
     assert torch.autograd.gradcheck(f, (q, k, v))
 
 
+def _window_mask(nb, w, span, n, causal):
+    """The allowed (query, key slot) pairs of the blocked layout, position by position."""
+    qpos = torch.arange(nb * w).view(nb, w, 1)  # query j of block i at i w + j
+    kpos = (torch.arange(nb) * w - w).view(nb, 1, 1) + torch.arange(span)  # slot m: i w - w + m
+    rel = qpos - kpos
+    allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w
+    return allowed & (kpos >= 0) & (kpos < n)  # (nb, w, S)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("w", [1, 2, 3, 5, 8, 64])
 def test_window_bias_equals_positional_mask(causal, w):
@@ -172,7 +184,7 @@ def test_window_bias_equals_positional_mask(causal, w):
             continue
         nb = -(-n // w)
         span = (2 if causal else 3) * w
-        allowed, _ = _window_mask(nb, w, span, w, n, causal, "cpu")
+        allowed = _window_mask(nb, w, span, n, causal)
         expected = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
         assert torch.equal(_window_bias(nb, w, span, n, causal, "cpu", torch.float32), expected)
 
