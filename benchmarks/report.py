@@ -34,6 +34,10 @@ SECTIONS = {
         "The MAHA layer against standard attention (SDPA): FLOPs, time, memory",
         "python benchmarks/attention.py",
     ),
+    "attention_breakdown": (
+        "Where the MAHA layer's time goes at length 4096",
+        "python benchmarks/attention_breakdown.py --compile",
+    ),
     "lm_quality": (
         "Language-model quality on the Python standard library",
         "python benchmarks/lm_quality.py",
