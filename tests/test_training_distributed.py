@@ -84,11 +84,21 @@ def ddp_run(tmp_path_factory):
     )
     script = tmp / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = _torchrun() + ["--standalone", "--nproc_per_node=2", str(script)]
+    # faulthandler prints each rank's Python stack if it aborts; each rank's output goes to its
+    # own log so that a failure shows the ranks' words, not only torchrun's traceback
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    logs = tmp / "logs"
+    cmd = _torchrun() + ["--standalone", "--nproc_per_node=2", "--redirects=3"]
+    cmd += [f"--log-dir={logs}", str(script)]
     cmd += [str(tmp), str(corpus), json.dumps(opts), json.dumps(model), *VARIANTS]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.returncode != 0:
+        ranks = "".join(
+            f"--- rank {log.parent.name} {log.name}:\n{log.read_text()[-2000:]}\n"
+            for log in sorted(logs.rglob("*.log"))
+            if log.read_text().strip()
+        )
+        pytest.fail(f"torchrun exited with {proc.returncode}\n{ranks}{proc.stderr[-1500:]}")
     return tmp, corpus, opts, model
 
 
@@ -112,3 +122,41 @@ def test_two_rank_ddp_equals_one_process_on_the_combined_batch(ddp_run, variant)
     for (s0, l0), (s1, l1) in zip(ranks[0]["loss"], single.train_loss):
         assert s0 == s1 and l0 == pytest.approx(l1, rel=1e-10)
     assert ranks[0]["val"] == pytest.approx(single.val_bpb, rel=1e-10)
+
+
+def test_cleanup_frees_reference_cycles_while_the_group_still_exists(tmp_path):
+    """Objects in reference cycles (as DDP's hooks leave them) are freed before the group goes.
+
+    Freed only at interpreter exit, after ``destroy_process_group``, gloo's work objects abort
+    the process; :func:`cleanup_distributed` therefore collects garbage first.
+    """
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    from maha.training.distributed import cleanup_distributed
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+
+        class Node:
+            pass
+
+        node = Node()
+        node.self = node  # a cycle: only the collector frees it
+        node.tensor = torch.ones(2)
+        seen = []
+        weakref.finalize(node, lambda: seen.append(dist.is_initialized()))
+        del node
+        gc.disable()  # no automatic collection in between
+        try:
+            cleanup_distributed()
+        finally:
+            gc.enable()
+        assert seen == [True]
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
