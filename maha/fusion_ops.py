@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .upsample import upsample, upsample_index
+from .upsample import upsample, upsample_presence
 
 __all__ = ["ScaleRows", "scale_rows", "game_features", "mix", "stack_scales"]
 
@@ -158,13 +158,11 @@ def scale_rows(
     batch = outs[0].shape[0]
     presents, kept = [], []
     for l, (out, has_key) in enumerate(zip(outs, has_keys)):
-        index, present = upsample_index(length, ratio**l, causal=causal, device=out.device)
-        if has_key is None:
-            presents.append(present.expand(batch, length))
-            kept.append(out)
-        else:
-            presents.append(present.unsqueeze(0) & has_key.index_select(1, index))  # (B, n)
-            kept.append(out.masked_fill(~has_key[:, :, None, None], 0.0))
+        _, present = upsample_presence(
+            has_key, batch, length, ratio**l, causal=causal, device=out.device
+        )
+        presents.append(present)  # (B, n)
+        kept.append(out if has_key is None else out.masked_fill(~has_key[:, :, None, None], 0.0))
     return ScaleRows(kept, length, ratio, causal), torch.stack(presents, dim=-1)
 
 

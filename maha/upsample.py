@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["upsample_index", "upsample"]
+__all__ = ["upsample_index", "upsample_presence", "upsample"]
 
 
 def upsample_index(
@@ -46,6 +46,31 @@ def upsample_index(
     return index, torch.ones(length, dtype=torch.bool, device=device)
 
 
+def upsample_presence(
+    has_key: Tensor | None,
+    batch: int,
+    length: int,
+    factor: int,
+    *,
+    causal: bool,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Block index of every position and where the scale is a player.
+
+    ``present[b, t]`` is True iff position ``t`` has a block
+    (:func:`upsample_index`) and that block had a key to attend
+    (``has_key[b, index[t]]``; every block has one when ``has_key`` is None).
+
+    Returns:
+        ``(index, present)``: ``(n,)`` int64 (clamped to 0 where absent) and
+        ``(B, n)`` bool.
+    """
+    index, present = upsample_index(length, factor, causal=causal, device=device)
+    if has_key is None:
+        return index, present.expand(batch, length)
+    return index, present.unsqueeze(0) & has_key.index_select(1, index)  # (B, n)
+
+
 def upsample(
     out: Tensor, has_key: Tensor | None, length: int, factor: int, *, causal: bool
 ) -> tuple[Tensor, Tensor]:
@@ -67,15 +92,16 @@ def upsample(
         ``(B, n)`` bool, True where the scale is a player at that position.
     """
     batch, n_l = out.shape[:2]
-    index, present = upsample_index(length, factor, causal=causal, device=out.device)
+    index, present = upsample_presence(
+        has_key, batch, length, factor, causal=causal, device=out.device
+    )  # (n,), (B, n)
     if factor == 1 and has_key is None:
-        return out, present.expand(batch, length)
+        return out, present
     zero = out.new_zeros(batch, 1, *out.shape[2:])
     padded = torch.cat([out, zero], dim=1)  # (B, n_l + 1, ...), row n_l is zero
     if has_key is None:
-        index = torch.where(present, index, n_l)  # (n,)
-        return padded.index_select(1, index), present.expand(batch, length)
-    present = present.unsqueeze(0) & has_key.index_select(1, index)  # (B, n)
+        index = torch.where(present[0], index, n_l)  # (n,): the same for every b
+        return padded.index_select(1, index), present
     index = torch.where(present, index.unsqueeze(0), n_l)  # (B, n)
     rows = torch.arange(batch, device=out.device).unsqueeze(1)  # (B, 1)
     return padded[rows, index], present

@@ -1,25 +1,15 @@
 """The attention benchmark runs end to end (``--quick``) and writes JSON, Markdown and PNG."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _benchmark_run import run_benchmark
 
 pytest.importorskip("matplotlib")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "attention.py"
-
 
 def test_attention_benchmark_quick(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("attention", "--quick", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "attention.json").read_text())
     assert report["config"]["quick"] and report["config"]["strategy"] == "nash"
     rows = report["rows"]

@@ -1,21 +1,12 @@
 """The attention breakdown benchmark runs end to end (``--quick``) and its parts add up."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "attention_breakdown.py"
+from _benchmark_run import run_benchmark
 
 
 def test_attention_breakdown_quick(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_benchmark("attention_breakdown", "--quick", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "attention_breakdown.json").read_text())
     assert set(report["time_ms"]) == {"sdpa", "maha-mean", "maha-nash"}
     assert all(ms > 0 for ms in report["time_ms"].values())

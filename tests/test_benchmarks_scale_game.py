@@ -1,21 +1,12 @@
 """The scale-game benchmark runs end to end (``--quick``) and writes its JSON and Markdown."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale_game.py"
+from _benchmark_run import run_benchmark
 
 
 def test_scale_game_benchmark_quick(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("scale_game", "--quick", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "scale_game.json").read_text())
     assert report["machine"]["torch_threads"] >= 1 and report["quick"]
     methods = {row["method"]: row for row in report["ours"]}

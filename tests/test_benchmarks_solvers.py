@@ -1,27 +1,17 @@
 """The solver benchmark runs end to end (``--quick``) and writes its JSON and Markdown."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _benchmark_run import run_benchmark
 
 pytest.importorskip("nashpy")
 pytest.importorskip("pygambit")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "solvers.py"
-
 
 def test_solver_benchmark_quick(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-progress", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_benchmark("solvers", "--quick", "--no-progress", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "solvers.json").read_text())
     assert report["machine"]["torch_threads"] >= 1
     jobs = {(r["job"], r["size"]) for r in report["jobs"]}

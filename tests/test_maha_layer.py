@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import maha
 from maha.attention import local_attention
 from maha.decomposition import scale_lengths
-from maha.upsample import upsample_index
+from maha.upsample import upsample_index, upsample_presence
 
 
 @pytest.fixture(autouse=True)
@@ -211,6 +211,36 @@ def test_upsample_index_geometry(n, ratio, level, causal):
     else:
         assert present.all()
         assert ((index * f <= t) & (t < (index + 1) * f)).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    ratio=st.integers(2, 4),
+    level=st.integers(0, 3),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+    keyed=st.booleans(),
+)
+def test_upsample_presence_is_the_block_rule_and_the_keys(n, ratio, level, causal, seed, keyed):
+    """present[b, t]: t has a block (searched position by position) and that block has a key."""
+    f = ratio**level
+    n_l = scale_lengths(n, level + 1, ratio)[-1]
+    gen = torch.Generator().manual_seed(seed)
+    has_key = torch.rand(2, n_l, generator=gen) > 0.4 if keyed else None
+    index, present = upsample_presence(has_key, 2, n, f, causal=causal)
+    assert present.shape == (2, n) and present.dtype == torch.bool
+    for t in range(n):
+        if causal:  # the last block that has ended at t
+            ended = [j for j in range(n_l) if (j + 1) * f - 1 <= t]
+            block = ended[-1] if ended else None
+        else:  # the block holding t
+            block = t // f
+        for b in range(2):
+            expected = block is not None and (has_key is None or bool(has_key[b, block]))
+            assert bool(present[b, t]) == expected, (b, t)
+            if block is not None:
+                assert int(index[t]) == block
 
 
 # ------------------------------------------------------------------- padding

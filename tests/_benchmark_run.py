@@ -1,0 +1,27 @@
+"""Run a script of ``benchmarks/`` in a fresh interpreter, as its smoke tests do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(
+    name: str, *args: str, timeout: float = 600, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<name>.py args...``, output captured as text.
+
+    With ``ok`` (the default) a nonzero exit fails the test with the script's own output.
+    """
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if ok:
+        assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    return done
