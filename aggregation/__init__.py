@@ -23,12 +23,29 @@ from .differentiable import (
     differentiable_bimatrix_nash,
     differentiable_logit_qre,
 )
+from .dominance import (
+    EliminationResult,
+    iterated_elimination,
+    strictly_dominated_actions,
+    weakly_dominated_actions,
+)
 from .games import (
     NormalFormGame,
+    anti_coordination_game,
+    battle_of_the_sexes,
+    coordination_game,
+    covariance_game,
     exploitability,
     is_nash,
+    is_symmetric,
+    matching_pennies,
     nash_conv,
+    prisoners_dilemma,
+    random_game,
     regret,
+    rock_paper_scissors,
+    shapley_game,
+    symmetric_game,
     validate_profile,
 )
 from .games.scale_game import ScaleGame
@@ -39,8 +56,14 @@ from .implicit_diff import (
     implicit_root,
 )
 from .result import EquilibriumResult, EquilibriumSet
-from .scale import ScaleGameResult, solve_scale_game
+from .scale import (
+    ScaleGameResult,
+    convex_aggregate_enumeration,
+    scale_game_enumeration,
+    solve_scale_game,
+)
 from .simplex import project_simplex
+from .tolerance import default_tol
 from .welfare import PriceOfAnarchyResult, price_of_anarchy, welfare
 
 __version__ = "0.1.0"
@@ -52,8 +75,10 @@ __all__ = [
     "ScaleGame",
     "ScaleGameResult",
     "convex_aggregate",
+    "convex_aggregate_enumeration",
     "custom_fixed_point",
     "custom_root",
+    "default_tol",
     "differentiable_bimatrix_nash",
     "differentiable_logit_qre",
     "implicit_fixed_point",
@@ -61,6 +86,7 @@ __all__ = [
     "price_of_anarchy",
     "project_simplex",
     "solve_scale_game",
+    "scale_game_enumeration",
     "welfare",
     "EquilibriumResult",
     "EquilibriumSet",
@@ -83,4 +109,19 @@ __all__ = [
     "nash_conv",
     "regret",
     "validate_profile",
+    "EliminationResult",
+    "iterated_elimination",
+    "strictly_dominated_actions",
+    "weakly_dominated_actions",
+    "anti_coordination_game",
+    "battle_of_the_sexes",
+    "coordination_game",
+    "covariance_game",
+    "is_symmetric",
+    "matching_pennies",
+    "prisoners_dilemma",
+    "random_game",
+    "rock_paper_scissors",
+    "shapley_game",
+    "symmetric_game",
 ]

@@ -18,24 +18,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._small_linalg import lu_solve_soa, map_chunks
+from ._small_linalg import lu_solve_soa, map_chunks, matvec, ordered_sum
 from .implicit_diff import chunked_fused_backward
 
-__all__ = ["active_set", "enumerate_supports", "fused_backward", "kkt_residual"]
+__all__ = [
+    "active_set",
+    "enumerate_supports",
+    "fused_backward",
+    "kkt_residual",
+    "objective",
+]
 
 _BLOCK_STEPS = 3
 
 
 def _matvec(Q: Tensor, w: Tensor) -> Tensor:
-    """SoA ``Q w``: Q (L, L, m), w (L, m) -> (L, m)."""
-    L = w.shape[0]
-    rows = []
-    for i in range(L):
-        acc = Q[i, 0] * w[0]
-        for j in range(1, L):
-            acc = torch.addcmul(acc, Q[i, j], w[j])
-        rows.append(acc)
-    return torch.stack(rows, 0)
+    """SoA ``Q w``: Q (L, L, m), w (L, m) -> (L, m) (the arithmetic of :func:`matvec`)."""
+    return matvec(Q.permute(2, 0, 1), w.T).T
 
 
 def _solve(Q: Tensor, a: Tensor, sf: Tensor | None, rtol: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -55,7 +54,7 @@ def _solve(Q: Tensor, a: Tensor, sf: Tensor | None, rtol: float) -> tuple[Tensor
     X, bad = lu_solve_soa(M, rhs, rtol=rtol, positive=True)
     y = torch.stack([X[i][0] for i in range(L)], 0)
     z = torch.stack([X[i][1] for i in range(L)], 0)
-    nu = (y.sum(0) - 1) / z.sum(0)
+    nu = (ordered_sum(y.unbind(0)) - 1) / ordered_sum(z.unbind(0))
     return y - nu * z, nu, bad
 
 
@@ -77,6 +76,7 @@ def _pivot_chunk(
     order = torch.arange(L, 0, -1, device=a.device).unsqueeze(-1)
     iters = torch.ones(n, dtype=torch.int64, device=a.device)
     w_out, nu_out, S_out = torch.zeros_like(a), torch.zeros_like(a[0]), torch.zeros_like(S)
+    failed = torch.zeros(n, dtype=torch.bool, device=a.device)
     idx = None
     for it in range(max_iter):
         full = it == 0 and present is None  # every scale in the support: M = Q
@@ -86,16 +86,18 @@ def _pivot_chunk(
         neg_mu = ~S & (mu < -eps * (a_scale + q_scale + nu.abs()))
         if present is not None:
             neg_mu = neg_mu & present
-        viol = neg_w | neg_mu
-        keep = viol.any(0) | bad
+        viol = neg_w | neg_mu  # only present scales: S stays inside the mask
+        keep = viol.any(0)
+        stuck = bad & ~keep  # a singular support and nothing to flip: enumeration decides
         w = (w * S).clamp_min(0)
         if idx is None:
-            w_out, nu_out, S_out = w, nu, S
+            w_out, nu_out, S_out, failed = w, nu, S, stuck
         else:
             w_out = w_out.index_copy(1, idx, w)
             nu_out = nu_out.index_copy(0, idx, nu)
             S_out = S_out.index_copy(1, idx, S)
             iters = iters.index_fill(0, idx, it + 1)
+            failed = failed.index_copy(0, idx, stuck)
         if not bool(keep.any()):
             idx = idx[:0] if idx is not None else None
             break
@@ -116,7 +118,7 @@ def _pivot_chunk(
             cand = a if present is None else a.masked_fill(~present, -torch.inf)
             best = torch.nn.functional.one_hot(cand.argmax(0), L).T.bool()
             S = S | (best & empty)
-    resolved = torch.ones(n, dtype=torch.bool, device=a.device)
+    resolved = ~failed
     if idx is not None and idx.numel():
         resolved = resolved.index_fill(0, idx, False)
     return w_out, nu_out, S_out, iters, resolved  # type: ignore[return-value]
@@ -125,14 +127,16 @@ def _pivot_chunk(
 def _residual_soa(
     Q: Tensor, a: Tensor, w: Tensor, nu: Tensor, present: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """SoA KKT residual ``max(|1^T w - 1|, max_l |min(w_l, mu_l)|)`` and objective: (n,)."""
-    Qw = _matvec(Q, w)
-    mu = Qw - a + nu
-    comp = torch.minimum(w, mu).abs()
-    if present is not None:
-        comp = comp * present
-    objective = (w * torch.add(a, Qw, alpha=-0.5)).sum(0)
-    return torch.maximum(comp.amax(0), (w.sum(0) - 1).abs()), objective
+    """SoA KKT residual and objective ``(n,)``: :func:`kkt_residual` and :func:`objective`."""
+    everyone = torch.ones((), dtype=torch.bool, device=w.device)
+    p = everyone if present is None else present.T
+    Qb, ab, wb = Q.permute(2, 0, 1), a.T, w.T
+    return kkt_residual(Qb, ab, wb, nu, p), objective(Qb, ab, wb)
+
+
+def objective(Q: Tensor, a: Tensor, w: Tensor) -> Tensor:
+    """``(...,)`` ``a^T w - 1/2 w^T Q w`` (batch-invariant arithmetic, :func:`matvec`)."""
+    return ordered_sum((w * torch.add(a, matvec(Q, w), alpha=-0.5)).unbind(-1))
 
 
 def active_set(
@@ -171,16 +175,27 @@ def active_set(
 
 
 def kkt_residual(Q: Tensor, a: Tensor, w: Tensor, nu: Tensor, present: Tensor) -> Tensor:
-    """``(B,)`` KKT residual for flat, symmetric ``Q`` ``(B, L, L)`` (batched layout)."""
-    mu = (Q @ w.unsqueeze(-1)).squeeze(-1) - a + nu.unsqueeze(-1)
-    comp = torch.minimum(w, mu).abs() * present
-    return torch.maximum(comp.amax(-1), (w.sum(-1) - 1).abs())
+    """``(...,)`` ``max(|1^T w - 1|, max_l |min(w_l, mu_l)|)``, ``mu = Q w - a + nu``.
+
+    The one KKT check of the convex aggregator, for symmetric ``Q`` ``(..., L, L)``,
+    ``a``/``w`` ``(..., L)``, ``nu`` ``(...,)`` and ``present`` (broadcasting); an
+    absent scale with nonzero weight is a violation (``|w_l|``). Batch-invariant
+    arithmetic (:func:`matvec`, :func:`ordered_sum`).
+    """
+    mu = matvec(Q, w) - a + nu.unsqueeze(-1)
+    comp = torch.where(present, torch.minimum(w, mu).abs(), w.abs())
+    return torch.maximum(comp.amax(-1), (ordered_sum(w.unbind(-1)) - 1).abs())
 
 
 def enumerate_supports(
     Q: Tensor, a: Tensor, present: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every support (pivoted LU); the KKT point with the smallest residual.
+    """Every support inside ``present`` (pivoted LU); the KKT point with the smallest residual.
+
+    On a support S the bordered system ``[[Q_SS, 1], [1^T, 0]] (w_S, nu) = (a_S, 1)``
+    is solved directly, which is nonsingular whenever the KKT point of S is
+    unique (also for a singular ``Q_SS``). Each candidate is judged as it would
+    be returned (clamped at 0, zero off S) by :func:`kkt_residual`.
 
     Args: flat ``Q (n, L, L)`` symmetric, ``a (n, L)``, ``present (n, L)``; use float64.
 
@@ -192,28 +207,29 @@ def enumerate_supports(
     supports = (codes.unsqueeze(-1) >> torch.arange(L, device=a.device)) & 1 == 1  # (K, L)
     K = supports.shape[0]
     eye = torch.eye(L, dtype=dtype, device=a.device)
-    per = max(1, (1 << 22) // (K * L * L))
+    per = max(1, (1 << 22) // (K * (L + 1) * (L + 1)))
     ws, nus, Ss, rs = [], [], [], []
     for s in range(0, max(n, 1), per):  # one (empty) pass when n == 0
         Qc, ac, pc = Q[s : s + per], a[s : s + per], present[s : s + per]
+        m = Qc.shape[0]
         inside = (supports.unsqueeze(0) <= pc.unsqueeze(1)).all(-1)  # (m, K)
         S = supports.unsqueeze(0) & pc.unsqueeze(1)  # (m, K, L)
         Sf = S.to(dtype)
-        M = torch.where(S.unsqueeze(-1), Qc.unsqueeze(1), eye)
-        X, info = torch.linalg.solve_ex(M, torch.stack([ac.unsqueeze(1) * Sf, Sf], -1))
-        y, z = X[..., 0], X[..., 1]
-        nu = (y.sum(-1) - 1) / z.sum(-1)  # (m, K)
-        w = (y - nu.unsqueeze(-1) * z) * Sf
-        mu = (Qc.unsqueeze(1) @ w.unsqueeze(-1)).squeeze(-1) - ac.unsqueeze(1) + nu.unsqueeze(-1)
-        comp = (torch.minimum(w, mu).abs() * pc.unsqueeze(1)).amax(-1)
-        res = torch.maximum(comp, (w.sum(-1) - 1).abs())
-        ok = (info == 0) & inside & torch.isfinite(res)
+        top = torch.cat([torch.where(S.unsqueeze(-1), Qc.unsqueeze(1), eye), Sf.unsqueeze(-1)], -1)
+        bottom = torch.cat([Sf, torch.zeros_like(Sf[..., :1])], -1).unsqueeze(-2)
+        M = torch.cat([top, bottom], -2)  # (m, K, L + 1, L + 1)
+        rhs = torch.cat([ac.unsqueeze(1) * Sf, torch.ones_like(Sf[..., :1])], -1)
+        X, info = torch.linalg.solve_ex(M, rhs.unsqueeze(-1))
+        w, nu = X[..., :L, 0], X[..., L, 0]  # (m, K, L), (m, K)
+        w = torch.where(S, w.clamp_min(0), 0.0)  # as returned
+        res = kkt_residual(Qc.unsqueeze(1), ac.unsqueeze(1), w, nu, pc.unsqueeze(1))
+        ok = (info == 0) & inside & torch.isfinite(res) & torch.isfinite(nu)
         res = torch.where(ok, res, torch.full_like(res, torch.inf))
         best = res.argmin(-1)
-        rows = torch.arange(Qc.shape[0], device=a.device)
+        rows = torch.arange(m, device=a.device)
         wb = w[rows, best]
-        ws.append(wb.clamp_min(0) * S[rows, best])
-        nus.append(nu[rows, best])
+        ws.append(wb)
+        nus.append(torch.where(ok[rows, best], nu[rows, best], 0.0))
         Ss.append(S[rows, best] & (wb > 0))
         rs.append(res[rows, best])
     return torch.cat(ws), torch.cat(nus), torch.cat(Ss), torch.cat(rs)

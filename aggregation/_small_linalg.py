@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import TypeVar
@@ -47,7 +47,16 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK", "chunk_size", "lu_solve_soa", "map_chunks", "serial_ops", "solve_small"]
+__all__ = [
+    "CHUNK",
+    "chunk_size",
+    "lu_solve_soa",
+    "map_chunks",
+    "matvec",
+    "ordered_sum",
+    "serial_ops",
+    "solve_small",
+]
 
 CHUNK = 1 << 16  # batch elements per CPU chunk: 256 KiB float32 SoA vectors (L2-sized)
 
@@ -119,6 +128,29 @@ def map_chunks(fn: Callable[[int, int], T], total: int, device: torch.device) ->
         with serial_ops() if device.type == "cpu" else nullcontext():
             return [run(s) for s in starts]
     return list(_pool(workers).map(run, starts))
+
+
+def matvec(Q: Tensor, w: Tensor) -> Tensor:
+    """``(..., L)`` ``(Q w)_l = sum_k Q_lk w_k``, summed over ``k = 0..L-1`` in order.
+
+    Elementwise ops only (a product, then fused multiply-adds), so each batch
+    element's result is the same bits whatever the batch around it, its size
+    or its layout (a batched matrix product's blocking depends on them; so does
+    the order of a reduction). ``Q (..., L, L)`` and ``w (..., L)`` broadcast.
+    """
+    L = w.shape[-1]
+    acc = Q[..., :, 0] * w[..., 0:1]  # (..., L)
+    for k in range(1, L):
+        acc = torch.addcmul(acc, Q[..., :, k], w[..., k : k + 1])
+    return acc
+
+
+def ordered_sum(parts: Sequence[Tensor]) -> Tensor:
+    """``parts[0] + parts[1] + ...`` in this order (batch-invariant, unlike ``sum``)."""
+    acc = parts[0]
+    for p in parts[1:]:
+        acc = acc + p
+    return acc
 
 
 def lu_solve_soa(

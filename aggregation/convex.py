@@ -28,10 +28,15 @@ Methods:
   a polishing solve on the detected support, kept where it satisfies KKT.
 
 ``kkt_residual`` is ``max(|1^T w - 1|, max_l |min(w_l, mu_l)|)`` (zero exactly at
-the optimum; gradient units). Gradients with respect to ``a`` and ``Q`` come
-from the implicit function theorem on the KKT system on the support (the
-bordered system ``[[Q_SS, 1], [1^T, 0]]``), by default, or by autograd through
-the final support solve (``backward="unrolled"``).
+the optimum; gradient units), computed from the returned weights. For
+``L <= 8`` the active-set arithmetic is elementwise in a fixed order (no
+batched matrix products or reductions whose order depends on the batch), so an
+element's result is the same bits alone or inside any batch, which the exact
+causality of :mod:`maha`'s ``"convex"`` fusion rests on. Gradients with
+respect to ``a`` and ``Q`` come from the implicit function theorem on the KKT
+system on the support (the bordered system ``[[Q_SS, 1], [1^T, 0]]``), by
+default, or by autograd through the final support solve
+(``backward="unrolled"``).
 
 References: Nocedal & Wright, *Numerical Optimization* (2006), ch. 16
 (active-set QP); Judice & Pires (1994) for block pivoting; Beck & Teboulle
@@ -48,7 +53,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._convex_active_set import active_set, enumerate_supports, fused_backward, kkt_residual
+from ._convex_active_set import (
+    active_set,
+    enumerate_supports,
+    fused_backward,
+    kkt_residual,
+)
+from ._convex_active_set import objective as objective_fn
 from ._convex_gradient import projected_gradient
 from ._small_linalg import serial_ops, solve_small
 from ._validation import (
@@ -61,6 +72,7 @@ from ._validation import (
 )
 from .implicit_diff import dense_solve, implicit_root
 from .result import _index_batch, warn_not_converged
+from .tolerance import default_tol
 
 __all__ = ["ConvexAggregateResult", "convex_aggregate"]
 
@@ -149,11 +161,6 @@ class ConvexAggregateResult:
 # ------------------------------------------------------------------ gradients
 def _sym(Q: Tensor) -> Tensor:
     return 0.5 * (Q + Q.mT)
-
-
-def _objective(Q: Tensor, a: Tensor, w: Tensor) -> Tensor:
-    """``a^T w - 1/2 w^T Q w`` for flat ``(n, L)`` tensors."""
-    return (w * (a - 0.5 * (Q @ w.unsqueeze(-1)).squeeze(-1))).sum(-1)
 
 
 def _optimality(S: Tensor):
@@ -268,8 +275,11 @@ def convex_aggregate(
         mask: optional ``(*batch_m, L)`` bool; absent scales get weight 0.
         method: ``"auto"`` (active set for ``L <= 8``, else projected gradient),
             ``"active_set"`` or ``"projected_gradient"``.
-        tol: KKT-residual tolerance behind ``converged``; default 1e-10 (float64)
-            or 1e-5 (float32).
+        tol: KKT-residual tolerance behind ``converged`` (absolute, gradient
+            units; the weights are dimensionless); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype. The
+            residual is computed from the returned (rounded) weights and
+            multiplier; absent scales get weight 0 by construction.
         max_iter: pivots (default ``3 + 2L``, then enumeration) or gradient steps
             (default 10000).
         check_every: projected-gradient steps between residual checks.
@@ -306,11 +316,8 @@ def convex_aggregate(
             )
         in_dtype = torch.promote_types(a_t.dtype, Q_t.dtype)
         dtype = compute_dtype(in_dtype)
-        tol = (
-            (1e-10 if dtype == torch.float64 else 1e-5)
-            if tol is None
-            else check_nonnegative(tol, "tol")
-        )
+        out_dtype = in_dtype if in_dtype in (torch.float16, torch.bfloat16) else dtype
+        tol = default_tol(out_dtype) if tol is None else check_nonnegative(tol, "tol")
         with torch.no_grad():
             af = a_t.detach().to(dtype).expand(*batch, L).reshape(-1, L)
             Qf = Q_t.detach().to(dtype).expand(*batch, L, L).reshape(-1, L, L)
@@ -331,6 +338,7 @@ def convex_aggregate(
                     we, nue, Se, _ = enumerate_supports(Qd, af[idx].double(), pfull[idx])
                     we, nue = we.to(dtype), nue.to(dtype)
                     new = kkt_residual(_sym(Qf[idx]), af[idx], we, nue, pfull[idx])
+                    # a float32 answer must be certified on its float32 residual
                     better = ~(new >= residual[idx])
                     take = idx[better]
                     w = w.index_put((take,), we[better])
@@ -338,7 +346,7 @@ def convex_aggregate(
                     S = S.index_put((take,), Se[better])
                     residual = residual.index_put((take,), new[better])
                     objective = objective.index_put(
-                        (take,), _objective(Qf[take], af[take], w[take])
+                        (take,), objective_fn(_sym(Qf[take]), af[take], w[take])
                     )
                     iters = iters.index_put((take,), iters[take] + (1 << L))
                     refined = refined.index_put((take,), torch.ones_like(take, dtype=torch.bool))
@@ -350,8 +358,15 @@ def convex_aggregate(
                     Qs, af, pfull, tol, cap, check_every
                 )
                 S = pfull & (w > 0)
-                objective = _objective(Qf, af, w)
+                objective = objective_fn(Qs, af, w)
                 info_out = {"polished": polished}
+            # masks by construction: an absent scale never carries weight
+            w = torch.where(pfull, w, torch.zeros((), dtype=w.dtype, device=w.device))
+            S = S & pfull
+            if out_dtype != dtype:  # judged on the rounded weights that are returned
+                w_round = w.to(out_dtype).to(dtype)
+                nu_round = nu.to(out_dtype).to(dtype)
+                residual = kkt_residual(_sym(Qf), af, w_round, nu_round, pfull)
             converged = residual <= tol
             if not math.isfinite(tol):
                 converged = torch.ones_like(converged)
@@ -377,7 +392,6 @@ def convex_aggregate(
                     fused_backward=fused_backward(S_b) if L <= MAX_ACTIVE_SET else None,
                 )
                 w_out = z[..., :-1]
-        out_dtype = in_dtype if in_dtype in (torch.float16, torch.bfloat16) else dtype
         if not bool(converged.all()):
             warn_not_converged(converged, f"convex_aggregate ({method})")
         return ConvexAggregateResult(

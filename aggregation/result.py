@@ -46,6 +46,12 @@ class EquilibriumResult:
             a KKT or complementarity residual), or None.
         info: free-form extra per-element diagnostics (for example
             ``{"degenerate": Tensor}``), never required by callers.
+        path: the trajectory of a learning dynamic, or None. Set only when
+            the caller asks for it (``path_every=k``): one tensor per player
+            of shape ``(*batch, T, A_i)``, point ``t`` being the profile the
+            solver would return after ``t * k`` rounds (point 0 the start),
+            ``T = rounds // k + 1``; a game that stopped earlier repeats its
+            final profile.
     """
 
     strategies: tuple[Tensor, ...]
@@ -56,6 +62,7 @@ class EquilibriumResult:
     tol: float
     residual: Tensor | None = None
     info: dict[str, Tensor] = field(default_factory=dict)
+    path: tuple[Tensor, ...] | None = None
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -93,6 +100,7 @@ class EquilibriumResult:
             tol=self.tol,
             residual=None if self.residual is None else _index_batch(self.residual, index, b),
             info={k: _index_batch(v, index, b) for k, v in self.info.items()},
+            path=None if self.path is None else tuple(_index_batch(p, index, b) for p in self.path),
         )
 
     def __repr__(self) -> str:
@@ -129,6 +137,9 @@ class EquilibriumSet:
             solver's docstring).
         method: the algorithm's name.
         tol: the regret tolerance (payoff units) every returned profile meets.
+        actions: for sets of pure equilibria (``pure_equilibria``), the
+            action indices ``(*batch, E, N)`` int64 of each equilibrium's
+            pure profile, -1 in padding rows; None for mixed equilibria.
     """
 
     strategies: tuple[Tensor, ...]
@@ -139,6 +150,7 @@ class EquilibriumSet:
     method: str
     tol: float
     info: dict[str, Tensor] = field(default_factory=dict)
+    actions: Tensor | None = None
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -165,6 +177,7 @@ class EquilibriumSet:
             method=self.method,
             tol=self.tol,
             info={k: _index_batch(v, index, b) for k, v in self.info.items()},
+            actions=None if self.actions is None else _index_batch(self.actions, index, b),
         )
 
     def to_list(self) -> list[EquilibriumResult]:

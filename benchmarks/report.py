@@ -46,6 +46,10 @@ SECTIONS = {
         "Training throughput at length 4096",
         "python benchmarks/throughput.py",
     ),
+    "generation": (
+        "Generation with a cache: per-token latency and cache memory against context",
+        "python benchmarks/generation.py",
+    ),
 }
 
 

@@ -8,6 +8,9 @@ outputs ``o`` with ``d = 16``, ``a = softplus(N(0, 1)) + 0.01``):
   enumeration fallback), forward alone and forward + backward (implicit
   gradients with respect to ``a`` and ``C`` of ``sum(weights * g)``);
 * ``convex``: :func:`aggregation.convex_aggregate` (active set), same two timings;
+* ``enumeration`` / ``convex_enumeration``: the same two problems by support
+  enumeration (:mod:`aggregation.scale.enumeration`: all ``2^L - 1`` supports at
+  once, no host reads; the path that compiles), eager;
 * peer: the same convex problem through ``cvxpylayers`` (``CvxpyLayer`` on
   ``max a^T w - 1/2 ||F w||^2, w in simplex``, ``Q = F^T F``), forward +
   backward on a sample of ``--peer-sample`` problems, batched in one call,
@@ -74,22 +77,25 @@ def best_time(fn: Any, repeats: int) -> tuple[float, Any]:
     return best, out
 
 
+def _solve(a: torch.Tensor, C: torch.Tensor, method: str) -> Any:
+    if method in ("exact", "enumeration"):
+        return solve_scale_game(ScaleGame(a, C), method)
+    if method == "convex_enumeration":
+        return aggregation.convex_aggregate_enumeration(a, C)
+    return convex_aggregate(a, C)
+
+
 def ours(a: torch.Tensor, C: torch.Tensor, method: str, repeats: int) -> dict[str, Any]:
     g = torch.randn_like(a)
 
     def forward():
         with torch.no_grad():
-            if method == "exact":
-                return solve_scale_game(ScaleGame(a, C))
-            return convex_aggregate(a, C)
+            return _solve(a, C, method)
 
     def forward_backward():
         a_ = a.detach().requires_grad_()
         C_ = C.detach().requires_grad_()
-        if method == "exact":
-            out = solve_scale_game(ScaleGame(a_, C_))
-        else:
-            out = convex_aggregate(a_, C_)
+        out = _solve(a_, C_, method)
         (out.weights * g).sum().backward()
         return out, a_.grad, C_.grad
 
@@ -106,11 +112,11 @@ def ours(a: torch.Tensor, C: torch.Tensor, method: str, repeats: int) -> dict[st
         "mean_iterations": float(res.iterations.float().mean()),
         "finite_gradients": bool(torch.isfinite(grad_a).all() and torch.isfinite(grad_C).all()),
     }
-    if method == "exact":
+    if method in ("exact", "enumeration"):
         row["max_regret"] = float(res.regret.max())
-        row["enumerated"] = int(res.info["enumerated"].sum())
     else:
         row["max_kkt_residual"] = float(res.kkt_residual.max())
+    if "enumerated" in res.info:
         row["enumerated"] = int(res.info["enumerated"].sum())
     return row
 
@@ -225,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     a, C = make_games(args.games, args.L, args.dim, args.seed)
     rows = []
-    for method in ("exact", "convex"):
+    for method in ("exact", "convex", "enumeration", "convex_enumeration"):
         row = ours(a, C, method, args.repeats)
         rows.append(row)
         print(
-            f"{method:7s} {args.games:>9,} games L={args.L}: forward {row['forward_s']:.3f} s, "
+            f"{method:18s} {args.games:>9,} games L={args.L}: forward {row['forward_s']:.3f} s, "
             f"forward+backward {row['forward_backward_s']:.3f} s "
             f"(target < {TARGET_SECONDS:g} s), converged {row['converged']:.4f}"
         )

@@ -11,7 +11,14 @@ Jobs (per-game time; ratio = fastest peer / ours, measured in the same run):
 * fictitious play: ``fictitious_play`` vs nashpy ``fictitious_play``, per 1,000
   iterations of a 3x3 game;
 * three players (3x3x3): ``logit_qre(tol=1e-6)`` vs Gambit ``logit_solve``,
-  ``gnm_solve`` and ``ipa_solve``.
+  ``gnm_solve`` and ``ipa_solve``;
+* QuantEcon (``quantecon.game_theory``, numba-compiled, the fastest peer; issue
+  15): ``lemke_howson``, ``support_enumeration`` and ``vertex_enumeration`` on
+  3x3, 6x6 and 8x8 games (``--quantecon-sizes``). One warm-up call per function
+  compiles its JIT before the clock starts; then a per-game loop on a sample.
+  Target >= 3x on every job and size with identical equilibrium counts on the
+  sample (Lemke-Howson: the same number of converged games). Skipped when
+  quantecon is not installed (the ``peers`` extra).
 
 Ours solve the whole batch (``--games``, default 10,000 random games with
 uniform payoffs, float64) in one call: best of ``--repeats`` runs after a
@@ -31,6 +38,7 @@ Writes ``solvers.json`` and ``solvers.md`` to ``benchmarks/results/``.
     python benchmarks/solvers.py              # a few minutes on an idle 2-core CPU
     python benchmarks/solvers.py --threads 1  # on a shared, busy machine
     python benchmarks/solvers.py --quick      # seconds: a smoke test
+    OMP_NUM_THREADS=2 python benchmarks/solvers.py --threads 2 --only-quantecon
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ TARGETS = {
     "zero-sum": 10.0,
     "fictitious play": 100.0,
     "3-player": 30.0,
+    "QuantEcon: Lemke-Howson": 3.0,
+    "QuantEcon: support enumeration": 3.0,
+    "QuantEcon: vertex enumeration": 3.0,
 }
 
 
@@ -86,9 +97,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    p.add_argument(
+        "--quantecon-sizes", type=int, nargs="*", default=[3, 6, 8], help="sizes vs QuantEcon"
+    )
+    p.add_argument("--quantecon-sample", type=int, default=300, help="games per QuantEcon loop")
+    p.add_argument(
+        "--only-quantecon", action="store_true", help="run only the QuantEcon comparison"
+    )
     args = p.parse_args(argv)
     if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
         args.games, args.peer_sample, args.slow_sample, args.repeats = 200, 10, 3, 1
+        args.quantecon_sample = min(args.quantecon_sample, 10)
+        args.quantecon_sizes = [k for k in args.quantecon_sizes if k <= 3]
         args.threads = 1 if args.threads is None else args.threads
     return args
 
@@ -99,7 +119,14 @@ def machine() -> dict[str, Any]:
     import pygambit
     import scipy
 
+    try:
+        import quantecon
+
+        qe_version = quantecon.__version__
+    except ImportError:
+        qe_version = None
     return {
+        "quantecon": qe_version,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -372,15 +399,90 @@ def run_three_player(args, rng, progress: bool) -> dict[str, Any] | None:
     return job_row("3-player", "3x3x3", ours, peers, note)
 
 
+def run_quantecon(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
+    """Our three bimatrix solvers against QuantEcon's on ``k x k`` games."""
+    import quantecon.game_theory as gt
+
+    N, S = args.games, min(args.quantecon_sample, args.games)
+    A, B = bimatrix(rng, N, k)
+    game = NormalFormGame.bimatrix(torch.from_numpy(A), torch.from_numpy(B))
+    small = game[:8]
+    sample = [gt.NormalFormGame((gt.Player(A[i]), gt.Player(B[i].T))) for i in range(S)]
+    size = f"{k}x{k}"
+    with warnings.catch_warnings():  # one call per function: numba compiles before the clock
+        warnings.simplefilter("ignore")
+        gt.lemke_howson(sample[0], init_pivot=0, full_output=True)
+        gt.support_enumeration(sample[0])
+        gt.vertex_enumeration(sample[0])
+    rows = []
+
+    # One equilibrium: our converged count on the sample against QuantEcon's.
+    t, res = time_ours(lambda: lemke_howson(game), lambda: lemke_howson(small), args.repeats)
+    theirs_ok = []
+
+    def qe_lh(g):
+        theirs_ok.append(bool(gt.lemke_howson(g, init_pivot=0, full_output=True)[1].converged))
+
+    qt, _ = time_peer("quantecon lemke_howson", qe_lh, sample, progress, 60.0)
+    ours_count = int(res.converged[:S].sum())
+    same = ours_count == sum(theirs_ok)
+    ours = {
+        "solver": "lemke_howson(label=0)",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "converged": float(res.converged.double().mean()),
+        "max_pivots": int(res.iterations.max()),
+    }
+    peers = {"quantecon.lemke_howson": {"us_per_game": 1e6 * qt, "games": S}}
+    note = f"converged on the sample: ours {ours_count}, QuantEcon {sum(theirs_ok)}"
+    rows.append(_qe_row("QuantEcon: Lemke-Howson", size, ours, peers, same, note))
+
+    # All equilibria: counts per sample game.
+    for job, ours_fn, qe_fn, name in [
+        ("support enumeration", support_enumeration, gt.support_enumeration, "support_enumeration"),
+        ("vertex enumeration", vertex_enumeration, gt.vertex_enumeration, "vertex_enumeration"),
+    ]:
+        t, res = time_ours(lambda f=ours_fn: f(game), lambda f=ours_fn: f(small), args.repeats)
+        counts: list[int] = []
+        qt, _ = time_peer(
+            f"quantecon {name}",
+            lambda g, f=qe_fn, c=counts: c.append(len(f(g))),
+            sample,
+            progress,
+            60.0,
+        )
+        mine = res.count[:S].tolist()
+        diff = sum(a != b for a, b in zip(mine, counts)) + abs(len(mine) - len(counts))
+        ours = {
+            "solver": name,
+            "us_per_game": 1e6 * t / N,
+            "games": N,
+            "mean_equilibria": float(res.count.double().mean()),
+        }
+        peers = {f"quantecon.{name}": {"us_per_game": 1e6 * qt, "games": S}}
+        note = f"equilibrium counts differ on {diff} of {S} sample games"
+        rows.append(_qe_row(f"QuantEcon: {job}", size, ours, peers, diff == 0, note))
+    return rows
+
+
+def _qe_row(job, size, ours, peers, same: bool, note: str) -> dict[str, Any]:
+    """A job row whose target also needs identical equilibrium counts."""
+    row = job_row(job, size, ours, peers, note)
+    row["counts_identical"] = same
+    row["met"] = bool(row["met"] and same)
+    return row
+
+
 # ------------------------------------------------------------------ output
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        "# Finite-game solvers vs nashpy and Gambit",
+        "# Finite-game solvers vs nashpy, Gambit and QuantEcon",
         "",
         f"{report['date']}; {m['processor']}, {m['cpu_count']} CPUs, torch threads "
         f"{m['torch_threads']}, load average {m['load_average']}; torch {m['torch']}, "
-        f"nashpy {m['nashpy']}, pygambit {m['pygambit']}. Ours: one batched call on "
+        f"nashpy {m['nashpy']}, pygambit {m['pygambit']}, quantecon {m.get('quantecon')}. "
+        "Ours: one batched call on "
         f"{report['args']['games']} random games; peers: per-game loops on a sample.",
         "",
         "| job | size | ours | µs/game | fastest peer | µs/game | ratio | target | met |",
@@ -413,17 +515,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     jobs: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for k in args.sizes:
-        print(f"{k}x{k} games: {args.games} ours, {args.peer_sample} per peer", flush=True)
-        jobs += run_two_player(args, rng, k, progress)
-    print("fictitious play (3x3, 1000 iterations)", flush=True)
-    row = run_fictitious_play(args, rng, progress)
-    jobs += [row] if row else []
-    skipped += [] if row else ["fictitious play (aggregation.fictitious_play missing)"]
-    print("3-player 3x3x3", flush=True)
-    row = run_three_player(args, rng, progress)
-    jobs += [row] if row else []
-    skipped += [] if row else ["3-player (aggregation.logit_qre missing)"]
+    if not args.only_quantecon:
+        for k in args.sizes:
+            print(f"{k}x{k} games: {args.games} ours, {args.peer_sample} per peer", flush=True)
+            jobs += run_two_player(args, rng, k, progress)
+        print("fictitious play (3x3, 1000 iterations)", flush=True)
+        row = run_fictitious_play(args, rng, progress)
+        jobs += [row] if row else []
+        skipped += [] if row else ["fictitious play (aggregation.fictitious_play missing)"]
+        print("3-player 3x3x3", flush=True)
+        row = run_three_player(args, rng, progress)
+        jobs += [row] if row else []
+        skipped += [] if row else ["3-player (aggregation.logit_qre missing)"]
+    try:
+        import quantecon.game_theory  # noqa: F401
+
+        have_qe = True
+    except ImportError:
+        have_qe = False
+        skipped.append("QuantEcon (quantecon is not installed: pip install .[peers])")
+    for k in args.quantecon_sizes if have_qe else []:
+        print(f"{k}x{k} games vs QuantEcon: {args.games} ours", flush=True)
+        for r in run_quantecon(args, rng, k, progress):
+            jobs.append(r)
+            print(  # as it comes: a long run keeps what it measured
+                f"  {r['job']}: ours {r['ours']['us_per_game']:.2f} us/game, QuantEcon "
+                f"{r['peers'][r['fastest_peer']]['us_per_game']:.2f} us/game, ratio "
+                f"{r['ratio_vs_fastest']:.2f}x ({r['notes']})",
+                flush=True,
+            )
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -432,14 +552,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": skipped,
     }
     print()
-    header = f"{'job':<16} {'size':<14} {'ours us/game':>13} {'fastest peer':<28} {'us/game':>10} "
-    print(header + f"{'ratio':>8} {'target':>7}")
+    header = f"{'job':<31} {'size':<14} {'ours us/game':>13} {'fastest peer':<31} {'us/game':>10} "
+    print(header + f"{'ratio':>8} {'target':>7}  met")
     for r in jobs:
         peer = r["peers"][r["fastest_peer"]]
         print(
-            f"{r['job']:<16} {r['size']:<14} {r['ours']['us_per_game']:>13.2f} "
-            f"{r['fastest_peer']:<28} {peer['us_per_game']:>10.1f} "
-            f"{r['ratio_vs_fastest']:>7.1f}x {r['target']:>6.0f}x"
+            f"{r['job']:<31} {r['size']:<14} {r['ours']['us_per_game']:>13.2f} "
+            f"{r['fastest_peer']:<31} {peer['us_per_game']:>10.1f} "
+            f"{r['ratio_vs_fastest']:>7.1f}x {r['target']:>6.0f}x  "
+            f"{'met' if r['met'] else 'not met'}" + (f" ({r['notes']})" if r["notes"] else "")
         )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "solvers.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from aggregation._validation import check_int
 
-__all__ = ["MultiscaleAttention", "local_attention", "global_attention"]
+__all__ = ["MultiscaleAttention", "cached_attention", "local_attention", "global_attention"]
 
 
 def _finish(out: Tensor, allowed_any: Tensor | None) -> Tensor:
@@ -280,6 +280,46 @@ def local_attention(
     return out.reshape(batch, heads, nb * w, dh)[:, :, :n], has_key
 
 
+def cached_attention(
+    q: Tensor, k: Tensor, v: Tensor, window: int | None, *, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """Causal attention of the newest ``c`` rows over the keys a cache kept (streaming).
+
+    The keys are the ``m`` earlier rows a cache kept followed by the ``c`` new
+    ones; query ``i`` sits at key row ``m + i`` and attends key row ``j`` iff
+    ``0 <= m + i - j < window`` (``window`` None: ``j <= m + i``) and the key is
+    valid, the mask ``M`` of :func:`local_attention` / :func:`global_attention`:
+
+        O[i] = sum_j softmax_j( <Q[i], K[j]> / sqrt(d_h) + M[i, j] ) V[j] .
+
+    Args:
+        q: ``(B, H, c, d_h)``.
+        k, v: ``(B, H, m + c, d_h)``.
+        window: w >= 1 or None.
+        valid: optional ``(B, m + c)`` bool, True at real keys.
+
+    Returns:
+        ``(out, has_key)``: ``(B, H, c, d_h)`` and ``(B, c)`` bool (a query with no
+        allowed key has a zero output), or None without ``valid``.
+    """
+    c, total = q.shape[2], k.shape[2]
+    if valid is None and c == 1 and (window is None or total <= window):
+        return F.scaled_dot_product_attention(q, k, v), None  # every kept key is allowed
+    rel = torch.arange(total - c, total, device=q.device).view(c, 1) - torch.arange(
+        total, device=q.device
+    )  # (c, m + c): query row minus key row
+    allowed = rel >= 0
+    if window is not None:
+        allowed = allowed & (rel < window)
+    if valid is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed), None
+    allowed = allowed & valid.unsqueeze(1)  # (B, c, m + c)
+    has_key = allowed.any(-1)  # (B, c)
+    allowed = allowed | ~has_key.unsqueeze(-1)  # rows without keys: anything finite
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))
+    return _finish(out, has_key.unsqueeze(1)), has_key
+
+
 class MultiscaleAttention(nn.Module):
     """Attention at every scale: scale-specific Q_l, K_l, one shared V (MAHA Section 4.2).
 
@@ -329,15 +369,35 @@ class MultiscaleAttention(nn.Module):
         )
         self.value = nn.Linear(d_model, d_model, bias=bias, **factory)
 
+    def scale_window(self, scale: int) -> int | None:
+        """The window of scale ``scale`` in its own rows, or None where it attends globally."""
+        if self.global_coarsest and scale == self.num_scales - 1:
+            return None
+        return self.window
+
     def is_local(self, scale: int, length: int) -> bool:
         """Whether scale ``scale`` of length ``length`` uses the windowed path."""
-        if self.window is None or length <= self.window:
-            return False  # the window covers every key: plain (causal) attention
-        return not (self.global_coarsest and scale == self.num_scales - 1)
+        window = self.scale_window(scale)
+        # a window covering every key is plain (causal) attention
+        return window is not None and length > window
 
     def _heads(self, t: Tensor) -> Tensor:
         batch, n, _ = t.shape
         return t.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, d_h)
+
+    def project(self, scale: int, x_l: Tensor, v_l: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``Q_l = X_l W_Q^l``, ``K_l = X_l W_K^l`` and the values, in head layout.
+
+        Args:
+            scale: l.
+            x_l: ``(B, n_l, d)`` rows of scale l.
+            v_l: ``(B, n_l, d)`` their values (``X W_V`` downsampled like ``X``).
+
+        Returns:
+            ``(q, k, v)``, each ``(B, H, n_l, d_h)``.
+        """
+        q_l, k_l = self.qk[scale](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
+        return self._heads(q_l), self._heads(k_l), self._heads(v_l)
 
     def forward(
         self,
@@ -362,8 +422,7 @@ class MultiscaleAttention(nn.Module):
         """
         outputs = []
         for l, (x_l, v_l) in enumerate(zip(scales, values)):
-            q_l, k_l = self.qk[l](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
-            q_l, k_l, v_h = self._heads(q_l), self._heads(k_l), self._heads(v_l)
+            q_l, k_l, v_h = self.project(l, x_l, v_l)  # (B, H, n_l, d_h) each
             valid_l = None if valid is None else valid[l]
             if self.window is not None and self.is_local(l, x_l.shape[1]):
                 out, has_key = local_attention(

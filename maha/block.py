@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation._validation import check_int
+from aggregation._validation import check_int, describe
 
 from .config import MAHAConfig
 from .fusion import FusionDiagnostics
-from .layer import MAHAAttention
+from .layer import MAHAAttention, check_attention_inputs
+from .standard import StandardAttention
+from .streaming import BlockCache
 
-__all__ = ["DilatedConv", "FeedForward", "MAHABlock"]
+__all__ = ["DilatedConv", "FeedForward", "MAHABlock", "ResidualBlock"]
 
 
 class DilatedConv(nn.Module):
@@ -72,19 +74,45 @@ class DilatedConv(nn.Module):
             nn.Parameter(torch.empty(d_model, **factory).uniform_(-bound, bound)) if bias else None
         )
 
+    @property
+    def span(self) -> int:
+        """``(k - 1) delta``: how many earlier inputs a causal output reads."""
+        return (self.kernel_size - 1) * self.dilation
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, n, d) -> (B, n, d)``."""
-        n = x.shape[1]
-        span = (self.kernel_size - 1) * self.dilation
+        span = self.span
         left = span if self.causal else span // 2
-        xp = F.pad(x, (0, 0, left, span - left))  # (B, n + span, d)
-        weight = self.weight.to(x.dtype)
+        return self._convolve(F.pad(x, (0, 0, left, span - left)))  # (B, n + span, d) padded
+
+    def step(self, x: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
+        """Causal streaming: the outputs of a chunk given the inputs before it.
+
+        Args:
+            x: ``(B, c, d)`` the next inputs.
+            history: ``(B, span, d)`` the ``span = (k - 1) delta`` inputs before
+                ``x`` (zeros before the start of the sequence, as the causal
+                zero padding of :meth:`forward`).
+
+        Returns:
+            ``(y, history)``: ``(B, c, d)``, exactly the rows of :meth:`forward`
+            on the whole sequence, and the new ``(B, span, d)`` history.
+        """
+        if not self.causal:
+            raise ValueError("DilatedConv.step needs a causal convolution; this one is centred")
+        xp = torch.cat([history, x], dim=1)  # (B, span + c, d)
+        return self._convolve(xp), xp[:, xp.shape[1] - self.span :]
+
+    def _convolve(self, xp: Tensor) -> Tensor:
+        """``y[t] = b + sum_i w_i xp[t + i delta]``, ``(B, n + span, d) -> (B, n, d)``."""
+        n = xp.shape[1] - self.span
+        weight = self.weight.to(xp.dtype)
         out = xp[:, :n] * weight[0]
         for i in range(1, self.kernel_size):
             start = i * self.dilation
             out = out + xp[:, start : start + n] * weight[i]  # (B, n, d)
         if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
+            out = out + self.bias.to(xp.dtype)
         return out
 
 
@@ -111,20 +139,109 @@ class FeedForward(nn.Module):
 
 
 def local_context(
-    norm: nn.Module, conv: nn.Module, x: Tensor, key_padding_mask: Tensor | None
+    norm: nn.Module,
+    conv: DilatedConv,
+    x: Tensor,
+    key_padding_mask: Tensor | None,
+    cache: BlockCache | None = None,
 ) -> Tensor:
     """Pre-norm plus dilated-convolution context: ``u + gelu(conv(u))``, ``u = norm(x)``.
 
     ``x`` is ``(B, n, d)``; padded rows (``key_padding_mask`` True) of ``u`` are
-    zeroed first so that padding never leaks into real positions. Returns ``(B, n, d)``.
+    zeroed first so that padding never leaks into real positions (a left-padded
+    row then sees zeros before its first token, as the unpadded one). With
+    ``cache`` the convolution streams (:meth:`DilatedConv.step`) and its history
+    is updated in the cache. Returns ``(B, n, d)``.
     """
     u = norm(x)  # (B, n, d)
     if key_padding_mask is not None:
         u = u.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
-    return u + F.gelu(conv(u))  # (B, n, d)
+    if cache is None:
+        return u + F.gelu(conv(u))  # (B, n, d)
+    y, cache.history = conv.step(u, cache.history)  # (B, n, d), (B, span, d)
+    return u + F.gelu(y)
 
 
-class MAHABlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """The pre-norm layout shared by :class:`MAHABlock` and :class:`maha.model.FullAttentionBlock`.
+
+    ``x + attn(local_context(x))`` then ``+ FFN(LN_2(x))``; subclasses build
+    ``ln_1``, ``local`` (a :class:`DilatedConv`), ``attn`` (with ``init_cache``
+    and ``forward(u, key_padding_mask=..., cache=...)``), ``ln_2`` and ``ffn``.
+    """
+
+    ln_1: nn.LayerNorm
+    local: DilatedConv
+    attn: MAHAAttention | StandardAttention
+    ln_2: nn.LayerNorm
+    ffn: FeedForward
+
+    def init_cache(
+        self,
+        batch_size: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> BlockCache:
+        """An empty streaming state for ``forward(x_chunk, cache=cache)`` (causal blocks).
+
+        Args:
+            batch_size: B.
+            dtype, device: of the chunks (default: the block's parameters').
+
+        Returns:
+            A :class:`maha.BlockCache`: the convolution's last ``(k - 1) delta``
+            inputs and the attention's cache.
+        """
+        if not self.local.causal:
+            raise ValueError("init_cache needs a causal block (config.causal=True)")
+        param = self.ffn.fc.weight
+        dtype = param.dtype if dtype is None else dtype
+        device = param.device if device is None else device
+        attention = self.attn.init_cache(batch_size, dtype=dtype, device=device)
+        return BlockCache(
+            self,
+            batch_size,
+            dtype,
+            device,
+            span=self.local.span,
+            width=param.shape[1],
+            attention=attention,
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor | None = None,
+        *,
+        cache: BlockCache | None = None,
+    ) -> Tensor:
+        """``(B, n, d) -> (B, n, d)``.
+
+        With ``cache`` (:meth:`init_cache`), ``x`` is the next chunk of the
+        sequence and the result the rows of the parallel forward on the whole
+        sequence at its positions; ``key_padding_mask`` then only with the first
+        chunk, as left padding.
+        """
+        if cache is None:
+            u = local_context(self.ln_1, self.local, x, key_padding_mask)
+            x = x + self.attn(u, key_padding_mask=key_padding_mask)
+            return x + self.ffn(self.ln_2(x))
+        if not isinstance(cache, BlockCache):
+            raise TypeError(
+                f"cache must be a maha.BlockCache from init_cache; received {describe(cache)}"
+            )
+        check_attention_inputs(x, self.ln_1.normalized_shape[0], None, None, False, None)
+        cache.check(self, x, "x")
+        cache.check_room(x.shape[1], getattr(self.attn, "max_length", None), "x")
+        cache.check_mask(key_padding_mask, x.shape[0], x.shape[1])
+        with cache.updating(x.shape[1]):
+            u = local_context(self.ln_1, self.local, x, key_padding_mask, cache)
+            x = x + self.attn(u, key_padding_mask=key_padding_mask, cache=cache.attention)
+            return x + self.ffn(self.ln_2(x))
+
+
+class MAHABlock(ResidualBlock):
     """Hybrid block: dilated conv for local context, MAHA attention, FFN (pre-norm).
 
     Args:
@@ -133,7 +250,10 @@ class MAHABlock(nn.Module):
     Shapes: ``forward(x (B, n, d), key_padding_mask (B, n) bool | None) -> (B, n, d)``.
     With a key padding mask the padded rows of the conv input are zeroed so
     that padding never leaks into real positions through the convolution.
+    Streaming (causal): ``cache = block.init_cache(B)``, ``block(x_chunk, cache=cache)``.
     """
+
+    attn: MAHAAttention
 
     def __init__(
         self,
@@ -181,20 +301,11 @@ class MAHABlock(nn.Module):
         self.ln_2 = nn.LayerNorm(d, bias=config.bias, **factory)
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias, **factory)
 
-    def _mix(self, x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        return local_context(self.ln_1, self.local, x, key_padding_mask)
-
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """``(B, n, d) -> (B, n, d)``."""
-        u = self._mix(x, key_padding_mask)
-        x = x + self.attn(u, key_padding_mask=key_padding_mask)
-        return x + self.ffn(self.ln_2(x))
-
     def forward_with_diagnostics(
         self, x: Tensor, key_padding_mask: Tensor | None = None
     ) -> tuple[Tensor, FusionDiagnostics]:
         """Like :meth:`forward`, also returning the attention's fusion diagnostics."""
-        u = self._mix(x, key_padding_mask)
+        u = local_context(self.ln_1, self.local, x, key_padding_mask)
         a, diagnostics = self.attn.forward_with_diagnostics(u, key_padding_mask=key_padding_mask)
         x = x + a
         return x + self.ffn(self.ln_2(x)), diagnostics

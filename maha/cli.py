@@ -1,4 +1,4 @@
-"""The ``maha`` command: ``maha demo`` (the whole pipeline) and ``maha train``.
+"""The ``maha`` command: ``maha demo`` (the whole pipeline), ``maha train``, ``maha generate``.
 
 ``maha demo`` runs, in under two minutes on a 2-core CPU:
 
@@ -10,7 +10,8 @@
    equilibrium weights and their regret on held-out text;
 4. the layer's FLOPs against standard attention at length 4096.
 
-``maha train ...`` is :func:`maha.training.main` (see ``maha train --help``).
+``maha train ...`` is :func:`maha.training.main` (see ``maha train --help``);
+``maha generate ...`` is :func:`maha.generate_cli.main` (see ``maha generate --help``).
 """
 
 from __future__ import annotations
@@ -142,11 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
     demo_parser.add_argument("--seed", type=int, default=0)
     sub.add_parser("train", help="train a language model (see 'maha train --help')", add_help=False)
+    sub.add_parser(
+        "generate",
+        help="sample text from a trained checkpoint (see 'maha generate --help')",
+        add_help=False,
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         from maha.training import main as train_main
 
         return int(train_main(rest) or 0)
+    if args.command == "generate":
+        from maha.generate_cli import main as generate_main
+
+        return int(generate_main(rest) or 0)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     demo(quick=args.quick, seed=args.seed)

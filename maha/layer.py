@@ -1,4 +1,4 @@
-"""``MAHAAttention``: a drop-in multiscale self-attention layer (batch_first).
+"""``MAHAAttention``: a multiscale self-attention layer (batch_first, ``layer(x)``).
 
 Pipeline for an input ``x`` of shape ``(B, n, d)``:
 
@@ -18,6 +18,7 @@ only earlier-or-equal blocks, and the fusion is per position.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -29,7 +30,9 @@ from .attention import MultiscaleAttention
 from .config import validate_layer_args
 from .decomposition import HierarchicalDecomposition, downsample_valid
 from .fusion import FusionDiagnostics, ScaleFusion
-from .fusion_ops import scale_rows
+from .fusion_ops import ScaleRows, scale_rows
+from .padding import leading_padding, roll_rows
+from .streaming import MAHACache
 
 __all__ = ["MAHAAttention", "check_attention_inputs"]
 
@@ -61,7 +64,8 @@ def check_attention_inputs(
 
     Raises:
         TypeError / ValueError naming the argument, the expectation and what
-        was received.
+        was received; ValueError if ``x`` holds NaN or inf (checked with one
+        host read per call, skipped while ``torch.compile`` traces).
     """
     if not isinstance(x, Tensor):
         raise TypeError(
@@ -74,6 +78,18 @@ def check_attention_inputs(
         )
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor; received {describe(x)}")
+    # One host read per call (skipped while torch.compile traces): a NaN/inf would
+    # reach earlier positions through the fusion and real tokens through padding.
+    if (
+        not torch.compiler.is_compiling()
+        and x.device.type != "meta"
+        and not bool(torch.isfinite(x).all())
+    ):
+        raise ValueError(
+            "x must be finite everywhere, padding included (NaN or inf would spread to "
+            f"other positions); received {int((~torch.isfinite(x)).sum())} non-finite "
+            f"entries in {describe(x)}"
+        )
     batch, n, width = x.shape
     if width != d_model:
         raise ValueError(f"x must have last dimension d_model={d_model}; received {describe(x)}")
@@ -125,8 +141,18 @@ def check_attention_inputs(
     return causal, valid
 
 
+def _roll_diagnostics(diagnostics: FusionDiagnostics, shift: Tensor) -> FusionDiagnostics:
+    """Rotate every per-position field (dim 1) of ``diagnostics`` by ``shift`` (``roll_rows``)."""
+    changes = {
+        field.name: roll_rows(value, shift)
+        for field in dataclasses.fields(diagnostics)
+        if isinstance(value := getattr(diagnostics, field.name), Tensor)
+    }
+    return dataclasses.replace(diagnostics, **changes)  # type: ignore[arg-type]
+
+
 class MAHAAttention(nn.Module):
-    """Multiscale Aggregated Hierarchical Attention, a drop-in self-attention layer.
+    """Multiscale Aggregated Hierarchical Attention, a self-attention layer: ``layer(x)``.
 
     Shapes (batch_first): ``x`` is ``(B, n, d_model)``, the output is
     ``(B, n, d_model)``. Internally scale ``l`` has length ``n_l = ceil(n / r^l)``,
@@ -160,8 +186,16 @@ class MAHAAttention(nn.Module):
     ``nn.MultiheadAttention``) excludes padded tokens as keys and from the
     decomposition (they are zeroed; a coarse block made only of padding is not
     a key). Outputs at padded positions are zero, also for rows that are
-    entirely padding (never NaN). For right padding the outputs at real
-    positions equal those of the unpadded sequence.
+    entirely padding (never NaN). The scale blocks of every row are aligned at
+    its first real token (:mod:`maha.padding`), so for left padding, right
+    padding or both the outputs at real positions equal those of the unpadded
+    sequence.
+
+    Streaming (causal layers): ``cache = layer.init_cache(B)`` then
+    ``layer(x_chunk, cache=cache)`` for chunks of any sizes gives the rows of the
+    parallel causal forward on the whole sequence at the chunk's positions (to
+    rounding), at ``O(L w + n / r^(L-1))`` attention cost per token; see
+    :mod:`maha.streaming` for the cache's contents and size.
 
     Masks: ``attn_mask`` may only be the causal mask (it then means
     ``is_causal=True``); coarse scales attend *blocks* of tokens, so an
@@ -174,9 +208,14 @@ class MAHAAttention(nn.Module):
     strategies compile with graph breaks at the solver, whose input validation
     and pivoting are data-dependent (they read tensor values on the host).
 
-    Differences from ``nn.MultiheadAttention``: self-attention only (one input
-    ``x``), ``batch_first`` always, and ``forward`` returns the output alone (use
-    :meth:`forward_with_diagnostics` for the fusion weights).
+    Not a drop-in for ``nn.MultiheadAttention``: self-attention only (one input
+    ``x``; the second positional argument is ``attn_mask``, not ``key``),
+    ``batch_first`` always, and ``forward`` returns the output alone, not an
+    ``(output, weights)`` pair (use :meth:`forward_with_diagnostics` for the
+    fusion weights). :class:`maha.MAHAMultiheadAttention` wraps this layer in
+    ``nn.MultiheadAttention``'s constructor and call convention, e.g. as
+    ``nn.TransformerEncoderLayer.self_attn``; its docstring lists what carries
+    over and what does not.
     """
 
     def __init__(
@@ -259,26 +298,97 @@ class MAHAAttention(nn.Module):
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
 
+    def init_cache(
+        self,
+        batch_size: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> MAHACache:
+        """An empty streaming state for ``forward(x_chunk, cache=cache)`` (causal layers only).
+
+        Args:
+            batch_size: B, the rows of every chunk.
+            dtype: the chunks' dtype (default: the layer's parameters').
+            device: the chunks' device (default: the layer's parameters').
+
+        Returns:
+            A :class:`maha.MAHACache`; see :mod:`maha.streaming` for what it holds
+            (a fraction of a key/value cache when ``window`` is set).
+        """
+        if not self.causal:
+            raise ValueError(
+                "init_cache needs a causal layer (built with causal=True): streaming feeds a "
+                "sequence in order; this layer is non-causal"
+            )
+        param = self.out_proj.weight
+        return MAHACache(
+            self,
+            batch_size,
+            param.dtype if dtype is None else dtype,
+            param.device if device is None else device,
+        )
+
     def forward(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        cache: MAHACache | None = None,
     ) -> Tensor:
         """Self-attention output.
 
         Args:
-            x: ``(B, n, d_model)`` (batch_first).
+            x: ``(B, n, d_model)`` (batch_first); with ``cache``, the next ``c = n``
+                tokens of the stream.
             attn_mask: None or the causal ``(n, n)`` mask (bool True = masked, or
                 float with ``-inf`` above the diagonal); it means ``is_causal=True``.
-            key_padding_mask: optional ``(B, n)`` bool, True at padding.
+                None with ``cache``.
+            key_padding_mask: optional ``(B, n)`` bool, True at padding. With
+                ``cache``, only with the first chunk, as left padding.
             is_causal: causal attention (always on if the layer was built causal).
+            cache: a :class:`maha.MAHACache` from :meth:`init_cache` (causal layers):
+                ``x`` continues the sequence the cache has seen, and the result is
+                the rows of the parallel causal forward on the whole sequence at
+                the chunk's positions.
 
         Returns:
             ``(B, n, d_model)``.
         """
+        if cache is not None:
+            return self._stream(x, attn_mask, key_padding_mask, cache)
         return self._run(x, attn_mask, key_padding_mask, is_causal)[0]
+
+    def _stream(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        cache: MAHACache,
+    ) -> Tensor:
+        """Validate a streamed chunk and feed it to ``cache``."""
+        if not isinstance(cache, MAHACache):
+            raise TypeError(
+                f"cache must be a maha.MAHACache from init_cache; received {describe(cache)}"
+            )
+        if not self.causal:
+            raise ValueError(
+                "cache is only for causal layers (built with causal=True); this layer is "
+                "non-causal, so a chunk cannot be processed before the tokens after it"
+            )
+        if attn_mask is not None:
+            raise ValueError(
+                "attn_mask must be None with cache (the streamed layer is causal); "
+                f"received {describe(attn_mask)}"
+            )
+        check_attention_inputs(x, self.d_model, None, None, False, None)
+        cache.check(self, x, "x")
+        cache.check_room(x.shape[1], self.max_length, "x")
+        cache.check_mask(key_padding_mask, x.shape[0], x.shape[1])
+        with cache.updating(x.shape[1]):
+            return self.dropout(cache.run(self, x, key_padding_mask))
 
     def forward_with_diagnostics(
         self,
@@ -309,8 +419,12 @@ class MAHAAttention(nn.Module):
             x, self.d_model, attn_mask, key_padding_mask, is_causal, self.max_length
         )
         causal = causal or self.causal
-        batch, n, _ = x.shape
-        L, H, dh = self.num_scales, self.num_heads, self.head_dim
+        n = x.shape[1]
+        shift = None
+        if valid is not None:  # align every row at its first real token (maha.padding)
+            shift = leading_padding(~valid)  # (B,)
+            x, valid = roll_rows(x, shift), roll_rows(valid, shift)
+        L = self.num_scales
         valids = None if valid is None else downsample_valid(valid, L, self.ratio)
         scales = self.decomposition(x, valid)  # L x (B, n_l, d)
         values = self.decomposition(self.attention.value(x), valid)  # L x (B, n_l, d)
@@ -319,11 +433,28 @@ class MAHAAttention(nn.Module):
         has_keys = [has_key for _, has_key in per_scale]  # L x (B, n_l) or None
         # The fusion reads the upsampled stack (B, n, H, L, d_h) chunk by chunk.
         rows, present = scale_rows(outs, has_keys, n, self.ratio, causal=causal)  # (B, n, L)
+        out, diagnostics = self.fuse(rows, present)  # (B, n, d)
+        if valid is not None and shift is not None:
+            out = roll_rows(out.masked_fill(~valid.unsqueeze(-1), 0.0), -shift)
+            diagnostics = _roll_diagnostics(diagnostics, -shift)
+        return self.dropout(out), diagnostics
+
+    def fuse(self, rows: ScaleRows | Tensor, present: Tensor) -> tuple[Tensor, FusionDiagnostics]:
+        """Fusion and output projection of the scale outputs of ``n`` positions.
+
+        Args:
+            rows: the upsampled scale outputs, :func:`maha.fusion_ops.scale_rows` or
+                the stack ``(B, n, H, L, d_h)`` (see :meth:`maha.ScaleFusion.forward`).
+            present: ``(B, n, L)`` bool.
+
+        Returns:
+            ``(W_O fused, diagnostics)``: ``(B, n, d_model)`` and the fusion's
+            :class:`maha.fusion.FusionDiagnostics`.
+        """
         fused = self.fusion(rows, present)
-        out = self.out_proj(fused.output.reshape(batch, n, H * dh))  # (B, n, d)
-        if valid is not None:
-            out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
-        return self.dropout(out), fused.diagnostics
+        batch, n = present.shape[:2]
+        out = self.out_proj(fused.output.reshape(batch, n, self.d_model))  # (B, n, d)
+        return out, fused.diagnostics
 
     def extra_repr(self) -> str:
         return (

@@ -15,9 +15,21 @@ All models map token ids ``idx`` of shape ``(B, T)`` (int64 in ``[0, vocab)``,
   after the dilated convolution.
 
 :func:`build_model` builds any of :data:`VARIANTS` from one :class:`MAHAConfig`.
+
+Streaming: ``cache = model.init_cache(B)`` then ``logits = model(idx_chunk,
+cache=cache)`` for chunks of any sizes gives the logits of the full forward at
+the chunk's positions (to rounding); MAHA blocks keep the cache of
+:mod:`maha.streaming`, full-attention blocks a standard key/value cache.
+:meth:`_LanguageModel.generate` / ``iter_generate`` use it by default. Padding:
+``model(idx, key_padding_mask)`` counts each row's positions and scale blocks
+from its first real token, so left-padded prompts of different lengths give
+the logits of each unpadded prompt at its real positions.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +37,11 @@ from torch import Tensor, nn
 
 from aggregation._validation import check_choice, check_int, check_positive, describe
 
-from .block import DilatedConv, FeedForward, MAHABlock, local_context
+from .block import DilatedConv, FeedForward, MAHABlock, ResidualBlock
 from .config import MAHAConfig
+from .padding import check_padding_mask, leading_padding
 from .standard import StandardAttention
+from .streaming import ModelCache
 
 __all__ = [
     "VARIANTS",
@@ -50,12 +64,13 @@ VARIANTS: tuple[str, ...] = (
 )
 
 
-class FullAttentionBlock(nn.Module):
+class FullAttentionBlock(ResidualBlock):
     """Pre-norm block with standard causal attention: ``(B, n, d) -> (B, n, d)``.
 
     It has the same dilated (causal) convolution for local context as
     :class:`maha.MAHABlock`, so that a comparison of the two models differs in
-    the attention alone.
+    the attention alone; streaming (``init_cache``) keeps a standard key/value
+    cache (:class:`maha.KVCache`).
     """
 
     def __init__(self, config: MAHAConfig) -> None:
@@ -75,11 +90,6 @@ class FullAttentionBlock(nn.Module):
         )
         self.ln_2 = nn.LayerNorm(d, bias=config.bias)
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias)
-
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        u = local_context(self.ln_1, self.local, x, key_padding_mask)  # (B, n, d)
-        x = x + self.attn(u, key_padding_mask=key_padding_mask)
-        return x + self.ffn(self.ln_2(x))
 
 
 class _LanguageModel(nn.Module):
@@ -117,7 +127,7 @@ class _LanguageModel(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         return total - self.wpe.weight.numel() if exclude_embeddings else total
 
-    def _check_idx(self, idx: Tensor) -> None:
+    def _check_idx(self, idx: Tensor, max_length: int | None) -> None:
         if not isinstance(idx, Tensor):
             raise TypeError(
                 f"idx must be an int64 tensor of shape (B, T); received {describe(idx)}"
@@ -127,34 +137,111 @@ class _LanguageModel(nn.Module):
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (batch, length); received {describe(idx)}")
         T = idx.shape[1]
-        if T < 1 or T > self.config.block_size:
-            raise ValueError(
-                f"idx length must be in [1, block_size={self.config.block_size}]; received {T}"
-            )
+        if T < 1:
+            raise ValueError(f"idx must hold at least one token; received length {T}")
+        if max_length is not None and T > max_length:
+            raise ValueError(f"idx length must be in [1, block_size={max_length}]; received {T}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             raise ValueError(
                 f"idx values must be in [0, vocab_size={self.config.vocab_size}); received "
                 f"values in [{int(idx.min())}, {int(idx.max())}]"
             )
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def init_cache(
+        self,
+        batch_size: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> ModelCache:
+        """An empty streaming state for ``model(idx_chunk, cache=cache)``.
+
+        Args:
+            batch_size: B.
+            dtype: of the hidden states (default, and the only one accepted by
+                :meth:`forward`: the model's parameters').
+            device: default: the model's parameters'.
+
+        Returns:
+            A :class:`maha.ModelCache`, one block cache per block (see
+            :mod:`maha.streaming` for the MAHA cache's size; the full-attention
+            model keeps a standard key/value cache).
+        """
+        param = self.wte.weight
+        dtype = param.dtype if dtype is None else dtype
+        device = param.device if device is None else device
+        blocks = [
+            cast(ResidualBlock, block).init_cache(batch_size, dtype=dtype, device=device)
+            for block in self.blocks
+        ]
+        return ModelCache(self, batch_size, dtype, device, blocks=blocks)
+
+    def forward(
+        self,
+        idx: Tensor,
+        key_padding_mask: Tensor | None = None,
+        *,
+        cache: ModelCache | None = None,
+    ) -> Tensor:
         """Next-token logits.
 
         Args:
-            idx: ``(B, T)`` integer token ids in ``[0, vocab_size)``, ``T <= block_size``.
+            idx: ``(B, T)`` integer token ids in ``[0, vocab_size)``, ``T <= block_size``;
+                with ``cache``, the next ``T`` tokens of the sequences the cache has
+                seen (at most ``block_size`` in all).
+            key_padding_mask: optional ``(B, T)`` bool, True at padding. Each row's
+                positions (``E_pos``) and scale blocks count from its first real
+                token, so a left-padded (or right-padded) row gives, at its real
+                positions, the logits of the unpadded sequence. With ``cache``,
+                only with the first chunk, as left padding.
+            cache: a :class:`maha.ModelCache` from :meth:`init_cache`: the result
+                is the rows of the full forward on the whole sequence at the
+                chunk's positions.
 
         Returns:
             ``(B, T, vocab_size)`` logits; position t depends on ``idx[:, :t+1]`` only.
         """
-        self._check_idx(idx)
-        T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
+        if cache is not None:
+            return self._stream(idx, key_padding_mask, cache)
+        self._check_idx(idx, self.config.block_size)
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        if key_padding_mask is not None:
+            check_padding_mask(key_padding_mask, B, T)
+            start = leading_padding(key_padding_mask.to(idx.device))  # (B,)
+            pos = (pos - start.unsqueeze(1)).clamp(min=0)  # (B, T)
         h = self.drop(self.wte(idx.long()) + self.wpe(pos))  # (B, T, d)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, key_padding_mask)
         return self.lm_head(self.ln_f(h))  # (B, T, vocab)
 
-    @torch.no_grad()
+    def _stream(self, idx: Tensor, key_padding_mask: Tensor | None, cache: ModelCache) -> Tensor:
+        """Validate a streamed chunk of token ids and run it through the block caches."""
+        if not isinstance(cache, ModelCache):
+            raise TypeError(
+                f"cache must be a maha.ModelCache from init_cache; received {describe(cache)}"
+            )
+        self._check_idx(idx, None)
+        cache.check(self, idx, "idx", floating=False)
+        if cache.dtype != self.wte.weight.dtype:
+            raise TypeError(
+                f"cache was built for dtype {cache.dtype} but the model's parameters are "
+                f"{self.wte.weight.dtype}; build it with init_cache(batch_size)"
+            )
+        B, T = idx.shape
+        cache.check_room(T, self.config.block_size, "idx")
+        offsets = cache.check_mask(key_padding_mask, B, T)
+        with cache.updating(T):
+            if offsets is not None:
+                cache.offsets = torch.tensor(offsets, device=idx.device)  # (B,)
+            pos = torch.arange(cache.position, cache.position + T, device=idx.device)  # (T,)
+            if cache.offsets is not None:
+                pos = (pos - cache.offsets.unsqueeze(1)).clamp(min=0)  # (B, T)
+            h = self.drop(self.wte(idx.long()) + self.wpe(pos))  # (B, T, d)
+            for block, block_cache in zip(self.blocks, cache.blocks):
+                h = block(h, key_padding_mask, cache=block_cache)
+            return self.lm_head(self.ln_f(h))  # (B, T, vocab)
+
     def generate(
         self,
         idx: Tensor,
@@ -162,34 +249,126 @@ class _LanguageModel(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        *,
+        key_padding_mask: Tensor | None = None,
     ) -> Tensor:
-        """Sample ``max_new_tokens`` tokens autoregressively.
-
-        Args:
-            idx: ``(B, T0)`` prompt ids.
-            max_new_tokens: number of tokens to append.
-            temperature: > 0, logits are divided by it.
-            top_k: keep only the k most likely tokens (None: all).
-            generator: optional RNG.
+        """Sample ``max_new_tokens`` tokens autoregressively (all of :meth:`iter_generate`).
 
         Returns:
-            ``(B, T0 + max_new_tokens)``; the context is cropped to the last
-            ``block_size`` tokens at each step.
+            ``(B, T0 + max_new_tokens)``: the prompt followed by the new tokens.
+        """
+        tokens = list(
+            self.iter_generate(
+                idx,
+                max_new_tokens,
+                temperature,
+                top_k,
+                generator,
+                use_cache,
+                key_padding_mask=key_padding_mask,
+            )
+        )
+        return torch.cat([idx, *tokens], dim=1)
+
+    def iter_generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        *,
+        key_padding_mask: Tensor | None = None,
+    ) -> Iterator[Tensor]:
+        """Sample tokens one at a time, yielding each ``(B, 1)`` as soon as it is drawn.
+
+        Each token is drawn from ``softmax(logits / temperature)`` restricted to
+        the ``top_k`` most likely tokens. Greedy decoding: ``top_k=1`` (the argmax;
+        exact ties are sampled among the tied tokens).
+
+        Context and ``block_size``: without the cache, every step runs the model
+        on the last ``block_size`` tokens (the context is cropped). With the cache
+        (``use_cache=True``, the default) the prompt is fed once and each new
+        token costs one streamed step, exactly the logits of the uncached step
+        (to rounding), as long as the sequence fits in ``block_size``; the prompt
+        must then have at most ``block_size`` tokens (ValueError naming ``idx``).
+        Once the sequence is longer than ``block_size`` the positional table is
+        exhausted and every further step runs the model on the last ``block_size``
+        tokens as without the cache (a sliding context, same tokens as the
+        uncached path, at the uncached cost).
+
+        Args:
+            idx: ``(B, T0)`` prompt ids, ``T0 >= 1``.
+            max_new_tokens: >= 0, the number of tokens to draw.
+            temperature: > 0, logits are divided by it.
+            top_k: keep only the k most likely tokens (None: all; 1: greedy).
+            generator: optional RNG for the sampling.
+            use_cache: stream with :meth:`init_cache` (default) or rerun the
+                context at every step.
+            key_padding_mask: optional ``(B, T0)`` bool, True at the left padding
+                of prompts of different lengths; each row then generates as its
+                unpadded prompt would (positions count from its first real token).
+
+        Returns:
+            An iterator over ``max_new_tokens`` tensors ``(B, 1)`` (dtype of ``idx``).
         """
         check_int(max_new_tokens, "max_new_tokens", minimum=0)
         check_positive(temperature, "temperature")
         if top_k is not None:
             check_int(top_k, "top_k", minimum=1, maximum=self.config.vocab_size)
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be a bool; received {describe(use_cache)}")
+        self._check_idx(idx, self.config.block_size if use_cache else None)
+        if key_padding_mask is not None:
+            check_padding_mask(key_padding_mask, idx.shape[0], idx.shape[1])
+        return self._tokens(
+            idx, max_new_tokens, temperature, top_k, generator, use_cache, key_padding_mask
+        )
+
+    @torch.no_grad()
+    def _tokens(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+        use_cache: bool,
+        key_padding_mask: Tensor | None,
+    ) -> Iterator[Tensor]:
+        """The generator behind :meth:`iter_generate` (arguments validated)."""
+        block_size = self.config.block_size
+        batch = idx.shape[0]
+        cache = self.init_cache(batch, device=idx.device) if use_cache else None
+        seq, pad = idx, key_padding_mask
+        fresh, fresh_pad = idx, key_padding_mask  # what the cache has not seen yet
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits = self(context)[:, -1, :] / temperature  # (B, vocab)
-            if top_k is not None:
-                kth = torch.topk(logits, top_k).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, nxt.to(idx.dtype)], dim=1)
-        return idx
+            if cache is not None and cache.position + fresh.shape[1] <= block_size:
+                logits = self(fresh, fresh_pad, cache=cache)[:, -1, :]  # (B, vocab)
+            else:  # no cache, or past block_size: the cropped context
+                cache = None
+                crop = None if pad is None else pad[:, -block_size:]
+                logits = self(seq[:, -block_size:], crop)[:, -1, :]  # (B, vocab)
+            nxt = _sample(logits, temperature, top_k, generator).to(idx.dtype)  # (B, 1)
+            yield nxt
+            seq = torch.cat([seq, nxt], dim=1)
+            if pad is not None:
+                pad = torch.cat([pad, pad.new_zeros(batch, 1)], dim=1)
+            fresh, fresh_pad = nxt, None
+
+
+def _sample(
+    logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> Tensor:
+    """One token per row from ``softmax(logits / temperature)`` over the top k: ``(B, 1)``."""
+    logits = logits / temperature  # (B, vocab)
+    if top_k is not None:
+        kth = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)  # (B, 1)
 
 
 class MAHATransformer(_LanguageModel):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from aggregation._validation import check_int, describe
 
 from .layer import check_attention_inputs
+from .streaming import KVCache
 
 __all__ = ["StandardAttention"]
 
@@ -65,21 +66,58 @@ class StandardAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
         self.dropout = nn.Dropout(dropout)
 
+    def init_cache(
+        self,
+        batch_size: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty key/value cache for ``forward(x_chunk, cache=cache)`` (causal layers only).
+
+        Args:
+            batch_size: B.
+            dtype, device: of the chunks (default: the layer's parameters').
+
+        Returns:
+            A :class:`maha.KVCache` (the keys and values of every token seen).
+        """
+        if not self.causal:
+            raise ValueError(
+                "init_cache needs a causal layer (built with causal=True); this layer is non-causal"
+            )
+        param = self.qkv.weight
+        return KVCache(
+            self,
+            batch_size,
+            param.dtype if dtype is None else dtype,
+            param.device if device is None else device,
+        )
+
     def forward(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
+        *,
+        cache: KVCache | None = None,
     ) -> Tensor:
-        """``(B, n, d) -> (B, n, d)``; see :class:`maha.MAHAAttention` for the masks."""
+        """``(B, n, d) -> (B, n, d)``; see :class:`maha.MAHAAttention` for the masks.
+
+        With ``cache`` (:meth:`init_cache`, causal layers), ``x`` is the next chunk
+        of the sequence: its queries attend the cached keys and themselves
+        (a standard key/value cache); ``key_padding_mask`` only with the first
+        chunk, as left padding.
+        """
+        if cache is not None:
+            return self._stream(x, attn_mask, key_padding_mask, cache)
         causal, valid = check_attention_inputs(
             x, self.d_model, attn_mask, key_padding_mask, is_causal, self.max_length
         )
         causal = causal or self.causal
         batch, n, d = x.shape
-        H = self.num_heads
-        q, k, v = self.qkv(x).view(batch, n, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (B,H,n,d_h)
+        q, k, v = self._qkv(x)  # (B, H, n, d_h) each
         if valid is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, n, d_h)
         else:
@@ -93,3 +131,44 @@ class StandardAttention(nn.Module):
         if valid is not None:
             out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
         return self.dropout(out)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``Q, K, V = x W_{Q,K,V}`` in head layout, each ``(B, H, n, d_h)``."""
+        batch, n, d = x.shape
+        H = self.num_heads
+        q, k, v = self.qkv(x).view(batch, n, 3, H, d // H).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _stream(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        cache: KVCache,
+    ) -> Tensor:
+        """Validate a streamed chunk and attend it over the cache."""
+        if not isinstance(cache, KVCache):
+            raise TypeError(
+                f"cache must be a maha.KVCache from init_cache; received {describe(cache)}"
+            )
+        if not self.causal:
+            raise ValueError(
+                "cache is only for causal layers (built with causal=True); this layer is non-causal"
+            )
+        if attn_mask is not None:
+            raise ValueError(
+                f"attn_mask must be None with cache (the layer is causal); "
+                f"received {describe(attn_mask)}"
+            )
+        check_attention_inputs(x, self.d_model, None, None, False, None)
+        cache.check(self, x, "x")
+        cache.check_room(x.shape[1], self.max_length, "x")
+        cache.check_mask(key_padding_mask, x.shape[0], x.shape[1])
+        batch, c, d = x.shape
+        with cache.updating(c):
+            q, k, v = self._qkv(x)  # (B, H, c, d_h) each
+            out = cache.attend(q, k, v, key_padding_mask)  # (B, H, c, d_h)
+            out = self.out_proj(out.transpose(1, 2).reshape(batch, c, d))  # (B, c, d)
+            if key_padding_mask is not None:
+                out = out.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+            return self.dropout(out)

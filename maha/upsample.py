@@ -20,24 +20,42 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["upsample_index", "upsample_presence", "upsample"]
+__all__ = ["first_block", "upsample_index", "upsample_presence", "upsample"]
+
+
+def first_block(start: int, factor: int, *, causal: bool) -> int:
+    """The block index of position ``start`` (clamped to 0 where the scale is absent).
+
+    The host-side value of ``upsample_index(1, factor, causal=causal, start=start)[0][0]``:
+    the first block that the positions ``start, start + 1, ...`` read.
+    """
+    if causal:
+        return max((start + 1) // factor - 1, 0)
+    return start // factor
 
 
 def upsample_index(
-    length: int, factor: int, *, causal: bool, device: torch.device | str | None = None
+    length: int,
+    factor: int,
+    *,
+    causal: bool,
+    device: torch.device | str | None = None,
+    start: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Block index and presence of every input position.
 
     Args:
-        length: n, the input length.
+        length: n, the number of positions.
         factor: f = r^l >= 1, input positions per block.
         causal: use the last block ending at or before ``t``.
+        start: the first position (the positions are ``start .. start + n - 1``;
+            a streamed chunk starts after the tokens already seen).
 
     Returns:
-        ``(index, present)``: ``(n,)`` int64 (clamped to 0 where absent) and
-        ``(n,)`` bool.
+        ``(index, present)``: ``(n,)`` int64 global block indices (clamped to 0
+        where absent) and ``(n,)`` bool.
     """
-    t = torch.arange(length, device=device)  # (n,)
+    t = torch.arange(start, start + length, device=device)  # (n,)
     if causal:
         index = torch.div(t + 1, factor, rounding_mode="floor") - 1  # (n,)
         present = index >= 0
@@ -54,6 +72,7 @@ def upsample_presence(
     *,
     causal: bool,
     device: torch.device | str | None = None,
+    start: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Block index of every position and where the scale is a player.
 
@@ -61,18 +80,29 @@ def upsample_presence(
     (:func:`upsample_index`) and that block had a key to attend
     (``has_key[b, index[t]]``; every block has one when ``has_key`` is None).
 
+    With ``start > 0`` the positions are ``start .. start + n - 1`` and the
+    blocks (and ``has_key``) are counted from :func:`first_block` of ``start``.
+
     Returns:
         ``(index, present)``: ``(n,)`` int64 (clamped to 0 where absent) and
         ``(B, n)`` bool.
     """
-    index, present = upsample_index(length, factor, causal=causal, device=device)
+    index, present = upsample_index(length, factor, causal=causal, device=device, start=start)
+    if start:
+        index = index - first_block(start, factor, causal=causal)  # (n,) from the first block
     if has_key is None:
         return index, present.expand(batch, length)
     return index, present.unsqueeze(0) & has_key.index_select(1, index)  # (B, n)
 
 
 def upsample(
-    out: Tensor, has_key: Tensor | None, length: int, factor: int, *, causal: bool
+    out: Tensor,
+    has_key: Tensor | None,
+    length: int,
+    factor: int,
+    *,
+    causal: bool,
+    start: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Upsample one scale's output to the input length.
 
@@ -86,6 +116,8 @@ def upsample(
         length: n, the input length.
         factor: f = r^l.
         causal: see :func:`upsample_index`.
+        start: the first position; ``out`` (and ``has_key``) then hold the
+            blocks from :func:`first_block` of ``start`` on (a streamed chunk).
 
     Returns:
         ``(up, present)``: ``(B, n, ...)`` with zero rows where absent, and
@@ -93,9 +125,9 @@ def upsample(
     """
     batch, n_l = out.shape[:2]
     index, present = upsample_presence(
-        has_key, batch, length, factor, causal=causal, device=out.device
+        has_key, batch, length, factor, causal=causal, device=out.device, start=start
     )  # (n,), (B, n)
-    if factor == 1 and has_key is None:
+    if factor == 1 and has_key is None and start == 0:
         return out, present
     zero = out.new_zeros(batch, 1, *out.shape[2:])
     padded = torch.cat([out, zero], dim=1)  # (B, n_l + 1, ...), row n_l is zero

@@ -10,11 +10,12 @@ def test_scale_game_benchmark_quick(tmp_path):
     report = json.loads((tmp_path / "scale_game.json").read_text())
     assert report["machine"]["torch_threads"] >= 1 and report["quick"]
     methods = {row["method"]: row for row in report["ours"]}
-    assert set(methods) == {"exact", "convex"}
+    assert set(methods) == {"exact", "convex", "enumeration", "convex_enumeration"}
     for row in methods.values():
         assert row["games"] == 2000 and row["forward_backward_s"] > 0
         assert row["converged"] == 1.0 and row["finite_gradients"]
     assert methods["exact"]["max_regret"] <= 1e-5
+    assert methods["enumeration"]["max_regret"] <= 1e-5
     peer = report["cvxpylayers"]
     if "skipped" not in peer:
         assert report["ratio_vs_cvxpylayers"] > 0

@@ -11,7 +11,9 @@ pytest.importorskip("tqdm")
 
 
 def test_solver_benchmark_quick(tmp_path):
-    done = run_benchmark("solvers", "--quick", "--no-progress", "--out-dir", str(tmp_path))
+    done = run_benchmark(
+        "solvers", "--quick", "--no-progress", "--quantecon-sizes", "--out-dir", str(tmp_path)
+    )  # the QuantEcon rows: the next test
     report = json.loads((tmp_path / "solvers.json").read_text())
     assert report["machine"]["torch_threads"] >= 1
     jobs = {(r["job"], r["size"]) for r in report["jobs"]}
@@ -26,3 +28,21 @@ def test_solver_benchmark_quick(tmp_path):
     table = (tmp_path / "solvers.md").read_text()
     assert "| job | size |" in table and "gambit" in table
     assert "ratio" in done.stdout
+
+
+def test_solver_benchmark_quantecon_rows(tmp_path):
+    pytest.importorskip("quantecon")
+    run_benchmark(
+        "solvers", "--quick", "--no-progress", "--only-quantecon", "--out-dir", str(tmp_path)
+    )
+    report = json.loads((tmp_path / "solvers.json").read_text())
+    rows = {r["job"]: r for r in report["jobs"]}
+    assert set(rows) == {
+        "QuantEcon: Lemke-Howson",
+        "QuantEcon: support enumeration",
+        "QuantEcon: vertex enumeration",
+    }
+    for row in rows.values():
+        assert row["size"] == "3x3" and row["target"] == 3.0
+        assert row["counts_identical"]  # random games: the same equilibria as QuantEcon
+        assert row["met"] == (row["ratio_vs_fastest"] >= 3.0)

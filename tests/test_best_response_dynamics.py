@@ -94,7 +94,7 @@ def test_potential_games_alternating_converges_to_a_pure_equilibrium(game, mode)
     assert_nash(game[done], tuple(s[done] for s in out.strategies), tol=1e-8)
     pure = pure_equilibria(game, tol=1e-8)
     for b in torch.nonzero(done).flatten().tolist():
-        listed = pure.info["actions"][b][pure.valid[b]].tolist()
+        listed = pure.actions[b][pure.valid[b]].tolist()
         assert out.info["actions"][b].tolist() in listed
 
 

@@ -56,7 +56,7 @@ def test_qre_from_given_strategies_equals_the_traced_branch():
 
 
 def test_qre_bad_input():
-    game = NormalFormGame(torch.zeros(2, 2, 2))
+    game = NormalFormGame(torch.zeros(2, 2, 2), num_players=2)
     with pytest.raises(ValueError, match="lam must be >= 0"):
         differentiable_logit_qre(game, -1.0)
     with pytest.raises(ValueError, match="lam must be a number or broadcastable"):

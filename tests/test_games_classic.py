@@ -11,6 +11,7 @@ from aggregation import (
     NormalFormGame,
     best_response_dynamics,
     fictitious_play,
+    games,
     logit_qre,
     pure_equilibria,
     regret_matching,
@@ -25,12 +26,13 @@ def _game(A, B) -> NormalFormGame:
     )
 
 
-PENNIES = _game([[1, -1], [-1, 1]], [[-1, 1], [1, -1]])
-RPS = _game([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], [[0, 1, -1], [-1, 0, 1], [1, -1, 0]])
-BATTLE = _game([[2, 0], [0, 1]], [[1, 0], [0, 2]])  # battle of the sexes
-PRISONERS = _game([[3, 0], [5, 1]], [[3, 5], [0, 1]])  # action 1 = defect
-COORDINATION = _game([[2, 0], [0, 1]], [[2, 0], [0, 1]])
-SHAPLEY = _game([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+F64 = {"dtype": torch.float64}
+PENNIES = games.matching_pennies(**F64)
+RPS = games.rock_paper_scissors(**F64)
+BATTLE = games.battle_of_the_sexes(**F64)  # [[2, 0], [0, 1]], [[1, 0], [0, 2]]
+PRISONERS = games.prisoners_dilemma(**F64)  # action 1 = defect
+COORDINATION = games.coordination_game((2.0, 1.0), **F64)
+SHAPLEY = games.shapley_game(**F64)
 # row strictly prefers action 0, column is indifferent: equilibria {(e_0, (q, 1 - q))}
 CONTINUUM = _game([[1, 1], [0, 0]], [[2, 2], [1, 1]])
 
@@ -66,7 +68,7 @@ def test_zero_sum_games_with_a_unique_mixed_equilibrium(game, uniform):
 
 def test_battle_of_the_sexes():
     pure = pure_equilibria(BATTLE)
-    assert pure.info["actions"].tolist() == [[0, 0], [1, 1]]
+    assert pure.actions.tolist() == [[0, 0], [1, 1]]
     mixed = (torch.tensor([2 / 3, 1 / 3]), torch.tensor([1 / 3, 2 / 3]))
     assert_nash(BATTLE, mixed, tol=1e-12)  # the third equilibrium
     out = logit_qre(BATTLE)
@@ -90,11 +92,11 @@ def test_prisoners_dilemma_every_solver_finds_mutual_defection():
         assert bool(out.converged), out.method
         for s in out.strategies:
             torch.testing.assert_close(s, defect, atol=0.02, rtol=0)
-    assert pure_equilibria(PRISONERS).info["actions"].tolist() == [[1, 1]]
+    assert pure_equilibria(PRISONERS).actions.tolist() == [[1, 1]]
 
 
 def test_coordination_game():
-    assert pure_equilibria(COORDINATION).info["actions"].tolist() == [[0, 0], [1, 1]]
+    assert pure_equilibria(COORDINATION).actions.tolist() == [[0, 0], [1, 1]]
     out = replicator_dynamics(COORDINATION, initial=([0.2, 0.8], [0.25, 0.75]))
     assert bool(out.converged) and round(float(out.strategies[0][1])) == 1  # basin of (1, 1)
     qre = logit_qre(COORDINATION)
@@ -115,7 +117,7 @@ def test_shapley_game_fictitious_play_cycles():
 
 def test_degenerate_game_with_a_continuum_of_equilibria():
     pure = pure_equilibria(CONTINUUM)
-    assert pure.info["actions"].tolist() == [[0, 0], [0, 1]] and bool(pure.degenerate)
+    assert pure.actions.tolist() == [[0, 0], [0, 1]] and bool(pure.degenerate)
     top = torch.tensor([1.0, 0.0], dtype=torch.float64)
     results = [
         best_response_dynamics(CONTINUUM),

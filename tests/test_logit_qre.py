@@ -115,7 +115,7 @@ def test_pure_tracing_agrees_with_polishing():
     # QRE itself has regret <= tol (what Gambit's logit_solve does)
     game = _random_games(11, 12, (3, 3, 3))
     polished = logit_qre(game)
-    traced = logit_qre(game, polish_from=None, max_lambda=1e8, max_steps=3000)
+    traced = logit_qre(game, tol=1e-6, polish_from=None, max_lambda=1e8, max_steps=3000)
     assert bool(traced.converged.all()) and not bool(traced.info["polished"].any())
     for a, b in zip(polished.strategies, traced.strategies):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
@@ -231,8 +231,9 @@ def test_invariant_under_positive_affine_payoff_changes(data):
     # the traced branch is invariant (lambda is measured in units of each payoff range)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        a = logit_qre(game, tol=0.0, polish_from=None, max_lambda=30.0)
-        b = logit_qre(moved, tol=0.0, polish_from=None, max_lambda=30.0)
+        # tol at float64's resolution: no early stop (tol=0 is refused as below it)
+        a = logit_qre(game, tol=1e-15, polish_from=None, max_lambda=30.0)
+        b = logit_qre(moved, tol=1e-15, polish_from=None, max_lambda=30.0)
     for s, t in zip(a.strategies, b.strategies):
         torch.testing.assert_close(s, t, atol=1e-9, rtol=0)
     torch.testing.assert_close(b.info["lambda"] * scale_t, a.info["lambda"], rtol=1e-9, atol=0)

@@ -62,7 +62,7 @@ def test_bimatrix_broadcasts_batches_and_zero_sum():
     ],
 )
 def test_integer_payoffs_are_promoted(payoffs, dtype):
-    g = NormalFormGame(payoffs)
+    g = NormalFormGame(payoffs, num_players=2)  # (2, 2, 2) alone is ambiguous
     assert g.dtype == dtype and g.payoffs.is_floating_point()
     out = aggregation.pure_equilibria(g)
     assert int(out.count) == 0  # matching pennies, as integers
@@ -234,3 +234,71 @@ def test_simplex_tolerance_follows_the_profile_dtype():
     )
     with pytest.raises(ValueError, match="within 1e-06"):
         g.regret((third + 1e-5, third))  # float64: the plain 1e-6 tolerance
+
+
+# ------------------------------------------------------------- layout check
+PD_ACTION_FIRST = np.array([[[3.0, 3.0], [0.0, 5.0]], [[5.0, 0.0], [1.0, 1.0]]])  # (a1, a2, i)
+
+
+def test_ambiguous_layout_is_refused_with_what_to_pass():
+    # QuantEcon's prisoner's dilemma (a1, a2, player) has shape (2, 2, 2): read player
+    # first it is another game (two pure equilibria instead of one), so it is refused
+    with pytest.raises(ValueError, match=r"ambiguous.*num_players=2.*from_payoff_profiles"):
+        NormalFormGame(PD_ACTION_FIRST)
+    with pytest.raises(ValueError, match=r"ambiguous.*num_players=3"):
+        NormalFormGame(torch.zeros(3, 4, 4, 3))
+    with pytest.raises(ValueError, match=r"fits no N.*action-first.*from_quantecon"):
+        NormalFormGame(torch.zeros(3, 4, 2))  # a 3x4 game, action first
+    pd = NormalFormGame.from_payoff_profiles(PD_ACTION_FIRST)
+    assert int(aggregation.pure_equilibria(pd).count) == 1
+    np.testing.assert_array_equal(pd.A.numpy(), [[3.0, 0.0], [5.0, 1.0]])
+    np.testing.assert_array_equal(pd.B.numpy(), [[3.0, 5.0], [0.0, 1.0]])
+    confirmed = NormalFormGame(PD_ACTION_FIRST, num_players=2)  # the caller says player first
+    assert int(aggregation.pure_equilibria(confirmed).count) == 2
+    # unambiguous shapes are read as before
+    assert NormalFormGame(torch.zeros(2, 3, 3)).num_actions == (3, 3)
+    assert NormalFormGame(torch.zeros(4, 2, 2, 2)).batch_shape == (4,)
+    with pytest.raises(ValueError, match=r"shape \(A_1, \.\.\., A_N, N\) with N = .* = 2"):
+        NormalFormGame.from_payoff_profiles(torch.zeros(2, 2, 3))
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_payoff_profiles_match_the_player_first_layout(data):
+    game = data.draw(normal_form_games(st.integers(1, 3), st.integers(1, 3)))
+    profiles = torch.movedim(game.payoffs, 0, -1)  # (A_1, ..., A_N, N)
+    again = NormalFormGame.from_payoff_profiles(profiles)
+    assert torch.equal(again.payoffs, game.payoffs)
+
+
+# ------------------------------------------------------------- repr and str
+@settings(max_examples=30, deadline=None)
+@given(
+    game=st.one_of(
+        normal_form_games(
+            st.integers(1, 3), st.integers(1, 3), batch_shape=st.sampled_from([(), (2,)])
+        ),
+        normal_form_games(2, st.integers(1, 4), dtype=torch.float32),
+    )
+)
+def test_repr_round_trips(game):
+    again = eval(repr(game), {"torch": torch, "NormalFormGame": NormalFormGame})
+    assert again.num_players == game.num_players and again.dtype == game.dtype
+    assert torch.equal(again.payoffs, game.payoffs)
+
+
+def test_repr_of_a_large_game_is_abbreviated():
+    text = repr(NormalFormGame(torch.zeros(100, 2, 6, 6), num_players=2))
+    assert text.startswith("NormalFormGame(<payoffs of shape (100, 2, 6, 6)")
+
+
+def test_str_shows_the_payoffs_of_small_games():
+    pd = NormalFormGame.from_payoff_profiles(PD_ACTION_FIRST)
+    lines = str(pd).splitlines()
+    assert "2 players" in lines[0] and "(2, 2)" in lines[0]
+    assert lines[2].split() == ["0", "3,", "3", "0,", "5"]
+    assert lines[3].split() == ["1", "5,", "0", "1,", "1"]
+    three = NormalFormGame(torch.arange(24.0).reshape(3, 2, 2, 2), num_players=3)
+    assert "(1, 0, 1): 5, 13, 21" in str(three).splitlines()
+    batched = str(NormalFormGame(torch.zeros(5, 2, 3, 3), num_players=2))
+    assert batched.count("\n") == 0 and "batch shape (5,)" in batched

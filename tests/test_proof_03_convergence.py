@@ -80,6 +80,10 @@ def test_extragradient_rate_bound(params, data):
 @given(scale_game_params(st.integers(1, 5), batch_shape=(3,), symmetric=True, margin=0.3))
 def test_library_solvers_converge_within_bound(params):
     a, C = params.a, params.C
+    # payoff unit U = max_l a_l^2 / C_ll made 1: the solvers' tol (relative to U) is then
+    # the statement's absolute regret bound
+    unit = ScaleGame(a, C).payoff_unit()
+    a = a / torch.where(unit > 0, unit, torch.ones_like(unit)).sqrt().unsqueeze(-1)
     game = ScaleGame(a, C)
     tol = 1e-9
     # Gauss-Seidel from x = 0: regret <= e_k <= q^k e_0 <= tol after k_bound sweeps.

@@ -32,7 +32,7 @@ def _brute_force(P: np.ndarray, tol: float = 0.0) -> list[tuple[int, ...]]:
 
 
 def _listed(eqs, index=()) -> list[tuple[int, ...]]:
-    actions = eqs.info["actions"][index]
+    actions = eqs.actions[index]
     valid = eqs.valid[index]
     return [tuple(row) for row, v in zip(actions.tolist(), valid.tolist()) if v]
 
@@ -57,7 +57,7 @@ def test_one_hot_strategies_regret_and_padding():
     assert out.valid.tolist() == [[True, True], [False, False]]
     torch.testing.assert_close(out.strategies[0][0], torch.eye(2))
     assert float(out.strategies[0][1].abs().sum()) == 0.0  # padding is zero
-    assert out.info["actions"][1].tolist() == [[-1, -1], [-1, -1]]
+    assert out.actions[1].tolist() == [[-1, -1], [-1, -1]]
     assert float(out.regret.abs().max()) == 0.0
     assert [len(r.strategies) for r in out[0]] == [2, 2]
 
@@ -118,6 +118,13 @@ def test_exact_complete_and_batched(game):
         single = pure_equilibria(game[b])
         assert _listed(single) == _listed(out, b)
         assert bool(single.degenerate) == bool(out.degenerate[b])
+        assert torch.equal(out[b].actions, out.actions[b])
+    # the indices are the one-hot strategies' positions (-1 on padding)
+    for i, s in enumerate(out.strategies):
+        expected = torch.where(
+            out.valid, s.argmax(-1), torch.full_like(out.valid, -1, dtype=torch.int64)
+        )
+        assert torch.equal(out.actions[..., i], expected)
 
 
 @settings(max_examples=20, deadline=None)

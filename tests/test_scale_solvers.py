@@ -14,6 +14,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from aggregation import ScaleGame, solve_scale_game
 from aggregation.testing.strategies import planted_scale_games, scale_game_params
+from aggregation.tolerance import default_tol
 
 D = torch.float64
 ITERATIVE = ["best_response", "fictitious_play", "extragradient", "potential"]
@@ -182,8 +183,7 @@ def test_dtypes(method, dtype):
     rounding = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2e-2)
     bound = _distance_bound(game64, out.residual.double()) + rounding
     assert bool(((out.x.double() - ref).abs().amax(-1) <= bound).all())
-    expected_tol = 1e-10 if dtype == torch.float64 else 1e-5
-    assert out.tol == expected_tol
+    assert out.tol == default_tol(dtype)  # the one dtype rule, on the returned dtype
     if method != "fictitious_play":
         assert bool(out.converged.all())
 

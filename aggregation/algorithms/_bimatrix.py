@@ -21,9 +21,11 @@ from torch import Tensor
 from .._validation import describe
 from ..games.normal_form import NormalFormGame, _regret
 from ..result import EquilibriumSet
+from ..tolerance import default_tol
 
 __all__ = [
     "DEDUP_TOL",
+    "attach_gradients",
     "check_bimatrix",
     "dedup_mask",
     "evaluate_profiles",
@@ -35,7 +37,8 @@ __all__ = [
 ]
 
 #: Two profiles (max-abs difference of the concatenated probability vectors)
-#: closer than this are the same equilibrium.
+#: closer than this are the same equilibrium (or than ``default_tol(dtype)``
+#: for profiles rounded to a coarser dtype).
 DEDUP_TOL = 1e-6
 
 
@@ -100,6 +103,37 @@ def evaluate_profiles(
     y = (y / y.sum(-1, keepdim=True)).to(dtype)  # (E, n)
     regret = _regret(payoffs[games], (x.to(torch.float64), y.to(torch.float64)), 2)  # (E, 2)
     return x, y, regret
+
+
+def attach_gradients(
+    game: NormalFormGame, games: Tensor, x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Attach the implicit derivative of each equilibrium to the payoffs' graph.
+
+    When ``game.payoffs`` requires grad (and grad mode is on), every profile
+    ``(x[e], y[e])`` of game ``games[e]`` is differentiated on its supports by
+    :func:`~aggregation.differentiable_bimatrix_nash` (the indifference system
+    and the implicit function theorem, in float64). The values are returned
+    unchanged (``x + (z - z.detach())``); only the graph is added. Profiles
+    whose system is singular (a degenerate game, supports of unequal size) get
+    a zero gradient and a ``RuntimeWarning`` at backward time. Otherwise
+    ``x`` and ``y`` are returned as they are.
+
+    Args:
+        games: ``(E,)`` int64, the flat game index of each profile.
+        x, y: ``(E, m)``, ``(E, n)`` detached strategies (output dtype).
+    """
+    if not (torch.is_grad_enabled() and game.payoffs.requires_grad) or games.numel() == 0:
+        return x, y
+    from ..differentiable.bimatrix import differentiable_bimatrix_nash
+
+    m, n = game.num_actions
+    payoffs = game.payoffs.reshape(-1, 2, m, n)[games].to(torch.float64)  # (E, 2, m, n)
+    out = differentiable_bimatrix_nash(
+        payoffs[:, 0], payoffs[:, 1], strategies=(x.to(torch.float64), y.to(torch.float64))
+    )
+    zx, zy = out.strategies  # (E, m), (E, n) carrying the graph
+    return x + (zx - zx.detach()).to(x.dtype), y + (zy - zy.detach()).to(y.dtype)
 
 
 def dedup_mask(games: Tensor, profile: Tensor, tol: float = DEDUP_TOL) -> Tensor:
@@ -225,8 +259,11 @@ def finish_set(
         sub = torch.nonzero(deg).flatten()
         profile = torch.cat([x[sub], y[sub]], -1).to(torch.float64)
         keep = torch.ones_like(g, dtype=torch.bool)
-        keep[sub] = dedup_mask(g[sub], profile)
+        # rounded to a half dtype, copies of one equilibrium can differ by an ulp
+        same = max(DEDUP_TOL, default_tol(game.dtype))
+        keep[sub] = dedup_mask(g[sub], profile, same)
         g, x, y, regret = g[keep], x[keep], y[keep], regret[keep]
+    x, y = attach_gradients(game, g, x, y)
     return pack_set(
         num_games=N,
         batch_shape=game.batch_shape,

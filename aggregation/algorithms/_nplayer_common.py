@@ -9,6 +9,7 @@ returned ``converged`` flag never rests on a stale or approximate regret.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,13 @@ from ..result import EquilibriumResult
 
 __all__ = [
     "Prepared",
+    "Trajectory",
     "finish",
     "initial_mixed",
     "initial_pure",
     "payoff_ranges",
     "prepare",
+    "running_mean",
 ]
 
 
@@ -68,7 +71,8 @@ def prepare(game: Any) -> Prepared:
     payoffs = game.payoffs
     n = game.num_players
     cdtype = compute_dtype(payoffs.dtype)
-    flat = payoffs.detach().to(cdtype).reshape(-1, *payoffs.shape[-(n + 1) :])  # (B,N,*A)
+    size = math.prod(game.batch_shape)  # B, explicit: -1 is ambiguous for B = 0
+    flat = payoffs.detach().to(cdtype).reshape(size, *payoffs.shape[-(n + 1) :])  # (B,N,*A)
     return Prepared(flat, n, game.num_actions, game.batch_shape, payoffs.dtype)
 
 
@@ -187,6 +191,55 @@ def initial_pure(initial: Sequence[Any] | None, prep: Prepared, name: str = "ini
     return torch.stack(cols, dim=-1)  # (B, N)
 
 
+class Trajectory:
+    """Records a batch-last profile every ``every`` rounds (``path_every``).
+
+    Point ``t`` is the profile after ``t * every`` rounds, point 0 the start;
+    a run of ``rounds`` rounds has ``T = rounds // every + 1`` points whatever
+    the data, so a game's path does not depend on the rest of its batch. When
+    the loop stops early (every game converged or stopped), the missing points
+    repeat the final profile, which no longer moves. ``every=None`` records
+    nothing and :meth:`path` returns None.
+    """
+
+    def __init__(self, every: Any, rounds: int, start: Sequence[Tensor]) -> None:
+        self.every = None if every is None else check_int(every, "path_every", minimum=1)
+        self.points = 0 if self.every is None else rounds // self.every + 1
+        self.frames: list[tuple[Tensor, ...]] = []
+        self.record(0, start)
+
+    def record(self, done: int, profile: Sequence[Tensor]) -> None:
+        """Keep ``profile`` (N x ``(A_i, B)``) if ``done`` rounds is a multiple of ``every``."""
+        if self.every is not None and done % self.every == 0 and len(self.frames) < self.points:
+            self.frames.append(tuple(profile))
+
+    def path(self, final: Sequence[Tensor]) -> tuple[Tensor, ...] | None:
+        """N tensors ``(B, T, A_i)``, padded with ``final`` (N x ``(A_i, B)``)."""
+        if self.every is None:
+            return None
+        frames = self.frames + [tuple(final)] * (self.points - len(self.frames))
+        players = len(frames[0])
+        return tuple(
+            torch.stack([f[i] for f in frames]).permute(2, 0, 1) for i in range(players)
+        )  # N x (B, T, A_i)
+
+
+def running_mean(mean: Tensor, new: Tensor, frac: Tensor) -> Tensor:
+    """One step of a running mean of mixed strategies, kept on the simplex.
+
+    Returns ``(mean + frac * (new - mean)) / sum`` for batch-last strategies
+    ``mean``, ``new`` ``(A, B)`` and weights ``frac`` ``(B,)`` in ``[0, 1]``
+    (``frac = 0`` leaves a game's mean bit for bit unchanged, so frozen games
+    stay frozen). In exact arithmetic the sum is 1; in floating point each
+    step moves it by up to ``A`` machine epsilons, and over thousands of steps
+    the drift (1e-5 in float32 after 2,000 steps) would put the returned
+    average off the simplex, so it is divided out at every step: the mean
+    stays on the simplex to the dtype's resolution.
+    """
+    step = torch.lerp(mean, new, frac)  # (A, B), nonnegative: a convex combination
+    return step * torch.where(frac > 0, step.sum(0).reciprocal(), 1.0)  # (A, B)
+
+
 def finish(
     prep: Prepared,
     strategies: Sequence[Tensor],
@@ -196,12 +249,14 @@ def finish(
     tol: float,
     residual: Tensor | None = None,
     info: dict[str, Tensor] | None = None,
+    path: Sequence[Tensor] | None = None,
 ) -> EquilibriumResult:
     """Assemble an :class:`EquilibriumResult` from flattened ``(B, ...)`` tensors.
 
     The regret is recomputed from the profile exactly as returned (cast to the
     input dtype, evaluated in the compute dtype) and ``converged`` is
-    intersected with ``max_i regret_i <= tol``.
+    intersected with ``max_i regret_i <= tol``. ``path`` (N x ``(B, T, A_i)``,
+    see :class:`Trajectory`) is cast to the input dtype like the strategies.
     """
     sigma = tuple(s.detach().to(prep.dtype) for s in strategies)  # as returned
     reg = _regret(prep.payoffs, [s.to(prep.cdtype) for s in sigma], prep.n)  # (B, N)
@@ -220,4 +275,5 @@ def finish(
         tol=tol,
         residual=None if residual is None else unflatten(residual),
         info={k: unflatten(v) for k, v in (info or {}).items()},
+        path=None if path is None else tuple(unflatten(p.detach().to(prep.dtype)) for p in path),
     )

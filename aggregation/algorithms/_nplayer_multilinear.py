@@ -72,7 +72,7 @@ class Multilinear:
                 kron = None
                 for k in self.rest[(i, j)]:
                     kron = sigma[k] if kron is None else (kron[:, None] * sigma[k][None])
-                    kron = kron.reshape(-1, kron.shape[-1])  # (P, B)
+                    kron = kron.flatten(0, -2)  # (P, B), also for an empty batch
                 pairs[(i, j)] = mat[:, :, 0] if kron is None else (mat * kron).sum(2)
             j = 1 if i == 0 else 0  # any opponent gives v_i = T_ij sigma_j
             values.append((pairs[(i, j)] * sigma[j]).sum(1))  # (R_i, B)
@@ -89,7 +89,7 @@ class Multilinear:
             kron = None
             for k in self.rest[(i, j)]:
                 kron = sigma[k] if kron is None else (kron[:, None] * sigma[k][None])
-                kron = kron.reshape(-1, kron.shape[-1])  # (P, B)
+                kron = kron.flatten(0, -2)  # (P, B), also for an empty batch
             t = mat[:, :, 0] if kron is None else (mat * kron).sum(2)  # (R_i, A_j, B)
             out.append((t * sigma[j]).sum(1))  # (R_i, B)
         return out

@@ -24,12 +24,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["PIV_TOL", "TIE_TOL", "pivot_", "ratio_test", "swap_basis_"]
+from ..tolerance import default_tol
+
+__all__ = ["PIV_TOL", "pivot_", "ratio_test", "swap_basis_"]
 
 #: Entries of the entering column at or below this are not pivot candidates.
 PIV_TOL = 1e-11
-#: Two ratios within this relative distance are a tie (a degenerate pivot).
-TIE_TOL = 1e-9
 #: Added to the numerator of non-candidate rows so that their ratio overflows to +inf.
 _HUGE = 1e300
 
@@ -41,7 +41,7 @@ def ratio_test(
     active: Tensor,
     *,
     piv_tol: float = PIV_TOL,
-    tie_tol: float = TIE_TOL,
+    tie_tol: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Lexicographic minimum-ratio test, batched.
 
@@ -52,12 +52,19 @@ def ratio_test(
         lex_cols: the columns of the initial basis, in the order that breaks
             ties (the columns of ``B^{-1}``).
         active: ``(N,)`` bool, games still pivoting.
+        piv_tol: entries of the entering column at or below this are not
+            pivot candidates.
+        tie_tol: two ratios within this relative distance are a tie (a
+            degenerate pivot); None: ``default_tol(T.dtype)``, the tolerance
+            of the tableau's arithmetic (the solvers pivot a float64 copy of
+            any game, so this is 1e-9 whatever the game's dtype).
 
     Returns:
         ``(row, ok, tie)``: ``(N,)`` leaving row; ``(N,)`` bool, a positive
         entry existed (False: the ray is unbounded / numerically lost);
         ``(N,)`` bool, the plain ratio test was tied (a degenerate pivot).
     """
+    tie_tol = default_tol(T.dtype) if tie_tol is None else tie_tol
     R = col.shape[0]
     pos = (col > piv_tol) & active  # (R, N)
     # ratio = rhs / col on the candidates, overflow to +inf elsewhere (arithmetic

@@ -52,8 +52,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..tolerance import default_tol
+
 __all__ = [
-    "FEAS_TOL",
     "MAX_LABELS",
     "SideCandidates",
     "basis_strategies",
@@ -65,11 +66,6 @@ __all__ = [
     "solve_bases",
     "solve_size",
 ]
-
-#: Feasibility and label tolerance in normalised payoff units (the matrix is
-#: centred and scaled to max-abs entry 1): a probability >= -FEAS_TOL counts
-#: as nonnegative, and one <= FEAS_TOL as zero (a label).
-FEAS_TOL = 1e-9
 
 #: Labels are packed into int64 bit masks, so ``r + c`` is limited.
 MAX_LABELS = 62
@@ -250,7 +246,7 @@ def side_candidates(
     *,
     sparse: bool = True,
     labels: bool = True,
-    tol: float = FEAS_TOL,
+    tol: float | None = None,
 ) -> SideCandidates:
     """Feasible bases (vertices of the best-response polytope) of a batch of matrices.
 
@@ -260,8 +256,15 @@ def side_candidates(
         tables: ``side_tables(r, c)``.
         sparse: return the flat list of feasible bases (else dense masks).
         labels: with ``sparse``, also compute their label bit masks.
-        tol: feasibility / label tolerance in the units of ``M``.
+        tol: feasibility and label tolerance in normalised payoff units (the
+            matrix is centred and scaled to max-abs entry 1): a probability
+            ``>= -tol`` counts as nonnegative, one ``<= tol`` as zero (a
+            label). None: ``default_tol(M.dtype)``, the tolerance of the
+            arithmetic the bases are solved in (the solvers work on a float64
+            copy of any game, whose entries are exact in float64, so this is
+            1e-9 whatever the game's dtype).
     """
+    tol = default_tol(M.dtype) if tol is None else tol
     N, r, c = M.shape
     device = M.device
     tables = _on(tables, device)

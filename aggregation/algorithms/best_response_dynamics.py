@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int, check_nonnegative
 from ..result import EquilibriumResult
-from ._nplayer_common import finish, initial_pure, prepare
+from ._nplayer_common import Trajectory, finish, initial_pure, prepare
 
 __all__ = ["best_response_dynamics"]
 
@@ -41,6 +41,7 @@ def best_response_dynamics(
     initial: Sequence[Any] | None = None,
     max_iter: int = 1000,
     tol: float = 1e-8,
+    path_every: int | None = None,
 ) -> EquilibriumResult:
     """Pure best-response dynamics until a pure equilibrium or a cycle.
 
@@ -67,13 +68,19 @@ def best_response_dynamics(
             the batch shape); default every player's action 0.
         max_iter: the largest number of iterations (rounds), >= 0.
         tol: regret tolerance (payoff units) for ties and for convergence.
+        path_every: record the pure profile every ``path_every`` iterations
+            in ``result.path`` (None: no path).
 
     Returns:
         An :class:`~aggregation.EquilibriumResult` whose strategies are one-hot
         ``(*batch, A_i)``; ``converged`` iff the final pure profile has regret
         ``<= tol``; ``iterations`` ``(*batch,)`` the iterations used;
         ``info["actions"]`` ``(*batch, N)`` the final action indices and
-        ``info["cycle_length"]`` ``(*batch,)`` (0 when no cycle was found).
+        ``info["cycle_length"]`` ``(*batch,)`` (0 when no cycle was found);
+        ``path`` (with ``path_every=k``) the one-hot profiles after
+        ``0, k, 2k, ...`` iterations, ``(*batch, max_iter // k + 1, A_i)`` per
+        player (a game that stopped, at a rest point or on detecting a cycle,
+        repeats its final profile).
 
     Example:
         >>> import torch
@@ -92,7 +99,7 @@ def best_response_dynamics(
     prep = prepare(game)
     n, actions, size, device = prep.n, prep.actions, prep.size, prep.device
     profile = initial_pure(initial, prep)  # (B, N)
-    flats = [prep.payoffs[:, i].reshape(size, -1) for i in range(n)]  # N x (B, K)
+    flats = [prep.payoffs[:, i].flatten(1) for i in range(n)]  # N x (B, K)
     strides = [1] * n
     for i in range(n - 2, -1, -1):
         strides[i] = strides[i + 1] * actions[i + 1]
@@ -110,7 +117,8 @@ def best_response_dynamics(
     cycle = torch.zeros(size, dtype=torch.int64, device=device)  # (B,)
     saved = profile.clone()  # (B, N) Brent's tortoise
     power, lam = 1, 0
-    for _ in range(max_iter):
+    trajectory = Trajectory(path_every, max_iter, [profile.T])  # frames (N, B)
+    for t in range(max_iter):
         active &= ~rest_point(profile)
         if not bool(active.any()):
             break
@@ -134,11 +142,17 @@ def best_response_dynamics(
         if lam == power:
             saved = profile.clone()
             power, lam = 2 * power, 0
+        trajectory.record(t + 1, [profile.T])
     converged = rest_point(profile)  # (B,)
     cycle = torch.where(converged, torch.zeros_like(cycle), cycle)
     strategies = [
         torch.nn.functional.one_hot(profile[:, i], actions[i]).to(prep.cdtype) for i in range(n)
     ]
+    path = trajectory.path([profile.T])
+    if path is not None:
+        path = [
+            torch.nn.functional.one_hot(path[0][..., i], actions[i]) for i in range(n)
+        ]  # N x (B, T, A_i)
     return finish(
         prep,
         strategies,
@@ -147,4 +161,5 @@ def best_response_dynamics(
         f"best_response_dynamics[{mode}]",
         tol,
         info={"actions": profile, "cycle_length": cycle},
+        path=path,
     )

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int, check_nonnegative, check_positive, describe
 from ..result import EquilibriumResult
-from ._nplayer_common import finish, initial_mixed, prepare
+from ._nplayer_common import Trajectory, finish, initial_mixed, prepare, running_mean
 from ._nplayer_multilinear import Multilinear, first_max_one_hot, own_first
 
 __all__ = ["fictitious_play"]
@@ -24,6 +24,7 @@ def fictitious_play(
     initial: Sequence[Any] | None = None,
     tol: float = 1e-3,
     generator: torch.Generator | None = None,
+    path_every: int | None = None,
 ) -> EquilibriumResult:
     """Fictitious play: every player best-responds to the others' empirical play.
 
@@ -64,10 +65,15 @@ def fictitious_play(
             action.
         tol: regret tolerance (payoff units) for ``converged`` and stopping.
         generator: random generator for ``mode="stochastic"``.
+        path_every: record the empirical frequencies every ``path_every``
+            rounds in ``result.path`` (None: no path).
 
     Returns:
         An :class:`~aggregation.EquilibriumResult` with the empirical
-        frequencies ``(*batch, A_i)``; ``iterations`` the rounds each game ran.
+        frequencies ``(*batch, A_i)``; ``iterations`` the rounds each game ran;
+        ``path`` (with ``path_every=k``) the frequencies after ``0, k, 2k, ...``
+        rounds, ``(*batch, iterations // k + 1, A_i)`` per player (a game that
+        stopped repeats its final frequencies).
 
     Example:
         >>> import torch
@@ -94,6 +100,7 @@ def fictitious_play(
     operator = Multilinear(prep.actions, own_first(prep.payoffs))  # batch-last values
     start = initial_mixed(initial, prep, default="first")
     sigma = [s.T.contiguous() for s in start]  # N x (A_i, B), batch-last
+    trajectory = Trajectory(path_every, iterations, sigma)
     active = torch.ones(size, dtype=torch.bool, device=device)  # (B,)
     rounds = torch.zeros(size, dtype=torch.int64, device=device)  # (B,)
     for t in range(iterations):
@@ -106,11 +113,13 @@ def fictitious_play(
             break
         step = active.to(dtype) / (t + 2.0)  # (B,): 0 freezes finished games
         for i, v in enumerate(values):
-            sigma[i] = sigma[i] + step * (_response(v, mode, temperature, generator) - sigma[i])
+            sigma[i] = running_mean(sigma[i], _response(v, mode, temperature, generator), step)
         rounds += active
+        trajectory.record(t + 1, sigma)
     converged = torch.ones(size, dtype=torch.bool, device=device)  # finish() checks regret
     strategies = [s.T for s in sigma]  # N x (B, A_i)
-    return finish(prep, strategies, converged, rounds, f"fictitious_play[{mode}]", tol)
+    method = f"fictitious_play[{mode}]"
+    return finish(prep, strategies, converged, rounds, method, tol, path=trajectory.path(sigma))
 
 
 def _response(values: Tensor, mode: str, temperature: float, generator) -> Tensor:

@@ -7,10 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int, check_nonnegative
+from .._validation import check_int
 from ..games.normal_form import NormalFormGame
 from ..result import EquilibriumResult, EquilibriumSet, warn_not_converged
+from ..tolerance import resolve_tol
 from ._bimatrix import (
+    attach_gradients,
     check_bimatrix,
     evaluate_profiles,
     finish_set,
@@ -25,7 +27,7 @@ __all__ = ["lemke_howson", "lemke_howson_enumeration"]
 def lemke_howson(
     game: NormalFormGame,
     label: int = 0,
-    tol: float = 1e-9,
+    tol: float | None = None,
     max_pivots: int | None = None,
 ) -> EquilibriumResult:
     """One Nash equilibrium of every bimatrix game of a batch, by Lemke-Howson.
@@ -56,13 +58,22 @@ def lemke_howson(
     end at a point whose regret exceeds ``tol`` after rounding; then
     ``converged`` is False (never a false equilibrium).
 
+    Gradients: when the payoffs require grad, the returned strategies carry the
+    implicit derivative of each equilibrium on its supports (the mechanism of
+    :func:`~aggregation.differentiable_bimatrix_nash`); the values are those
+    computed without a graph. An equilibrium that is not locally unique
+    (a degenerate game, supports of unequal size) gets a zero gradient and a
+    ``RuntimeWarning`` at backward time.
+
     Args:
         game: a two-player :class:`~aggregation.NormalFormGame`, payoffs
             ``(*batch, 2, m, n)``.
         label: the dropped label, ``0 .. m + n - 1`` (``i < m``: row ``i``;
             ``m + j``: column ``j``). Different labels can lead to different
             equilibria.
-        tol: regret tolerance (payoff units) for ``converged``.
+        tol: regret tolerance (payoff units) for ``converged``; None means
+            :func:`~aggregation.default_tol` of the game's dtype (1e-9 for
+            float64, 1e-5 for float32).
         max_pivots: pivot limit per game; None means ``10 (m + n)^2 + 100``
             (random games need a few times ``m + n``).
 
@@ -78,7 +89,7 @@ def lemke_howson(
         TypeError: ``game`` is not a NormalFormGame; ``label``/``max_pivots``
             not integers.
         ValueError: not two players; ``label`` outside ``0 .. m + n - 1``;
-            ``max_pivots < 1``; ``tol < 0``.
+            ``max_pivots < 1``; ``tol`` below the resolution of the game's dtype.
 
     Example:
         >>> from aggregation import NormalFormGame, lemke_howson
@@ -101,6 +112,7 @@ def lemke_howson(
     games = torch.arange(N, device=payoffs.device)
     x, y, regret = evaluate_profiles(payoffs, games, path["x"], path["y"], game.dtype)
     converged = path["terminated"] & (regret.amax(-1) <= tol)  # (N,)
+    x, y = attach_gradients(game, games, x, y)
     shape = tuple(game.batch_shape)
     info = {k: path[k].reshape(shape) for k in ("pivots", "terminated", "hit_pivot_limit")}
     info["degenerate"] = path["degenerate"].reshape(shape)
@@ -118,7 +130,7 @@ def lemke_howson(
 
 
 def lemke_howson_enumeration(
-    game: NormalFormGame, tol: float = 1e-9, max_pivots: int | None = None
+    game: NormalFormGame, tol: float | None = None, max_pivots: int | None = None
 ) -> EquilibriumSet:
     """The distinct equilibria that Lemke-Howson reaches from every dropped label.
 
@@ -130,9 +142,17 @@ def lemke_howson_enumeration(
     enumeration method, but a cheap way to collect the equilibria on the
     Lemke-Howson paths from the artificial equilibrium (Shapley 1974).
 
+    Gradients: when the payoffs require grad, the returned strategies carry the
+    implicit derivative of each equilibrium on its supports (the mechanism of
+    :func:`~aggregation.differentiable_bimatrix_nash`); the values are those
+    computed without a graph. An equilibrium that is not locally unique
+    (a degenerate game, supports of unequal size) gets a zero gradient and a
+    ``RuntimeWarning`` at backward time.
+
     Args:
         game: a two-player :class:`~aggregation.NormalFormGame`.
-        tol: regret tolerance (payoff units) every returned profile meets.
+        tol: regret tolerance (payoff units) every returned profile meets
+            (None: :func:`~aggregation.default_tol` of the game's dtype).
         max_pivots: pivot limit per path (see :func:`lemke_howson`).
 
     Returns:
@@ -187,7 +207,7 @@ def lemke_howson_enumeration(
 
 def _validate(game: Any, tol: Any, max_pivots: Any) -> tuple[NormalFormGame, float, int]:
     game = check_bimatrix(game)
-    tol = check_nonnegative(tol, "tol")
+    tol = resolve_tol(tol, game.dtype)
     m, n = game.num_actions
     if max_pivots is None:
         max_pivots = 10 * (m + n) ** 2 + 100

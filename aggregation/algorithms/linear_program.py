@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_int, check_nonnegative
+from .._validation import check_int
 from ..games.normal_form import NormalFormGame
 from ..result import EquilibriumResult, warn_not_converged
-from ._bimatrix import check_bimatrix, evaluate_profiles, flat_payoffs
+from ..tolerance import default_tol, resolve_tol
+from ._bimatrix import attach_gradients, check_bimatrix, evaluate_profiles, flat_payoffs
 from ._tableau import pivot_, ratio_test, swap_basis_
 
 __all__ = ["linear_program"]
 
 #: A reduced cost above ``-_OPT_TOL`` counts as nonnegative (optimal).
 _OPT_TOL = 1e-12
-#: Relative tolerance of the zero-sum check ``|A + B| <= tol * max(1, |A|)``.
-_ZERO_SUM_TOL = 1e-9
 #: Compact the working batch when fewer than this fraction of it is active.
 _COMPACT = 0.75
 
 
 def linear_program(
-    game: NormalFormGame, tol: float = 1e-9, max_pivots: int | None = None
+    game: NormalFormGame, tol: float | None = None, max_pivots: int | None = None
 ) -> EquilibriumResult:
     """Maximin strategies and the value of every zero-sum game of a batch.
 
@@ -41,10 +40,19 @@ def linear_program(
     cycling, finished games frozen and compacted away); ``u`` is read from the
     reduced costs of the slack columns at the optimum.
 
+    Gradients: when the payoffs require grad, the returned strategies carry the
+    implicit derivative of each equilibrium on its supports (the mechanism of
+    :func:`~aggregation.differentiable_bimatrix_nash`); the values are those
+    computed without a graph. An equilibrium that is not locally unique
+    (a degenerate game, supports of unequal size) gets a zero gradient and a
+    ``RuntimeWarning`` at backward time.
+
     Args:
         game: a two-player zero-sum :class:`~aggregation.NormalFormGame`
             (``B = -A`` within a relative ``1e-9``), payoffs ``(*batch, 2, m, n)``.
-        tol: regret tolerance (payoff units) for ``converged``.
+        tol: regret tolerance (payoff units) for ``converged``; None means
+            :func:`~aggregation.default_tol` of the game's dtype (1e-9 for
+            float64, 1e-5 for float32).
         max_pivots: simplex pivot limit per game; None means ``10 (m + n)^2 + 100``.
 
     Returns:
@@ -58,7 +66,9 @@ def linear_program(
 
     Raises:
         TypeError: ``game`` is not a NormalFormGame.
-        ValueError: ``game`` has not two players or is not zero-sum; ``tol < 0``;
+        ValueError: ``game`` has not two players or is not zero-sum (``|A + B|``
+            above ``default_tol(dtype) * max(1, |A|)``); ``tol`` below the
+            resolution of the game's dtype;
             ``max_pivots < 1``.
 
     Example:
@@ -77,7 +87,7 @@ def linear_program(
         under linear inequality restraints", Pacific J. Math. 5.
     """
     game = check_bimatrix(game)
-    tol = check_nonnegative(tol, "tol")
+    tol = resolve_tol(tol, game.dtype)
     m, n = game.num_actions
     if max_pivots is None:
         max_pivots = 10 * (m + n) ** 2 + 100
@@ -87,7 +97,7 @@ def linear_program(
     A = payoffs[:, 0]  # (N, m, n)
     scale = A.abs().amax((-2, -1)).clamp_min(1.0)  # (N,)
     gap = (A + payoffs[:, 1]).abs().amax((-2, -1))  # (N,)
-    bad = gap > _ZERO_SUM_TOL * scale
+    bad = gap > default_tol(game.dtype) * scale  # B = -A up to the dtype's rounding
     if bool(bad.any()):
         raise ValueError(
             f"game must be zero-sum (B = -A) for linear_program; received {int(bad.sum())} "
@@ -161,6 +171,7 @@ def linear_program(
     games = torch.arange(N, device=device)
     x, y, regret = evaluate_profiles(payoffs, games, x, y, game.dtype)
     converged = optimal & (regret.amax(-1) <= tol)
+    x, y = attach_gradients(game, games, x, y)
     shape = tuple(game.batch_shape)
     result = EquilibriumResult(
         strategies=(x.reshape(*shape, m), y.reshape(*shape, n)),

@@ -11,6 +11,7 @@ from torch import Tensor
 from .._validation import as_tensor, check_int, check_nonnegative, check_positive
 from ..games.normal_form import _action_values, _regret
 from ..result import EquilibriumResult, warn_not_converged
+from ..tolerance import resolve_tol
 from ._nplayer_common import finish, payoff_ranges, prepare
 from ._nplayer_homotopy import Layout, softmax_profile, trace_branch
 from ._nplayer_multilinear import Multilinear, first_max_one_hot, own_first
@@ -21,7 +22,7 @@ __all__ = ["QuantalResponseResult", "logit_qre", "logit_qre_at"]
 
 def logit_qre(
     game: Any,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_lambda: float = 1e8,
     max_steps: int = 2000,
     first_step: float = 0.1,
@@ -64,7 +65,9 @@ def logit_qre(
     Args:
         game: a :class:`~aggregation.NormalFormGame`, payoffs
             ``(*batch, N, A_1, ..., A_N)``. Use float64 for ``tol < 1e-5``.
-        tol: regret tolerance (payoff units) that ``converged`` refers to.
+        tol: regret tolerance (payoff units) that ``converged`` refers to;
+            None means :func:`~aggregation.default_tol` of the game's dtype
+            (1e-9 for float64, 1e-5 for float32).
         max_lambda: the largest (dimensionless) precision traced. Nearly
             degenerate games (payoff gaps ~1e-6 of the range) need ~1e6.
         max_steps: the largest number of predictor-corrector steps.
@@ -87,7 +90,7 @@ def logit_qre(
         >>> import torch
         >>> from aggregation import NormalFormGame, logit_qre
         >>> P = torch.tensor([[[3., 0.], [5., 1.]], [[3., 5.], [0., 1.]]], dtype=torch.float64)
-        >>> out = logit_qre(NormalFormGame(P))  # the prisoner's dilemma
+        >>> out = logit_qre(NormalFormGame(P, num_players=2))  # the prisoner's dilemma
         >>> bool(out.converged), out.strategies[0].tolist(), out.strategies[1].tolist()
         (True, [0.0, 1.0], [0.0, 1.0])
 
@@ -97,13 +100,13 @@ def logit_qre(
         the logistic quantal response equilibrium correspondence", GEB;
         Allgower & Georg (1990), *Numerical Continuation Methods*.
     """
-    tol = check_nonnegative(tol, "tol")
     max_lambda = check_positive(max_lambda, "max_lambda")
     max_steps = check_int(max_steps, "max_steps", minimum=0)
     first_step = check_positive(first_step, "first_step")
     if polish_from is not None:
         polish_from = check_nonnegative(polish_from, "polish_from")
     prep = prepare(game)
+    tol = resolve_tol(tol, prep.dtype)
     n, size, dtype = prep.n, prep.size, prep.cdtype
     layout = Layout(prep.actions)
     ranges = payoff_ranges(prep)  # (B, N)
@@ -183,7 +186,11 @@ class QuantalResponseResult:
 
 
 def logit_qre_at(
-    game: Any, lam: Any, tol: float = 1e-9, max_steps: int = 1000, first_step: float = 0.1
+    game: Any,
+    lam: Any,
+    tol: float | None = None,
+    max_steps: int = 1000,
+    first_step: float = 0.1,
 ) -> QuantalResponseResult:
     """The logit QRE on the principal branch at given precisions.
 
@@ -197,7 +204,8 @@ def logit_qre_at(
         lam: precisions ``>= 0`` (payoff units^-1): a number, or a tensor
             broadcastable to ``(*batch, N)`` (per player; use
             ``lam[..., None]`` for one precision per game).
-        tol: tolerance on the fixed-point residual.
+        tol: tolerance on the fixed-point residual; None means
+            :func:`~aggregation.default_tol` of the game's dtype.
         max_steps: the largest number of predictor-corrector steps.
         first_step: the first arclength step.
 
@@ -211,10 +219,10 @@ def logit_qre_at(
         >>> [round(p, 3) for p in logit_qre_at(pennies, 5.0).strategies[0].tolist()]
         [0.5, 0.5]
     """
-    tol = check_nonnegative(tol, "tol")
     max_steps = check_int(max_steps, "max_steps", minimum=0)
     first_step = check_positive(first_step, "first_step")
     prep = prepare(game)
+    tol = resolve_tol(tol, prep.dtype)
     n, size, dtype, device = prep.n, prep.size, prep.cdtype, prep.device
     lam_t = as_tensor(lam, "lam", dtype=dtype, device=device)
     if bool((lam_t < 0).any()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -41,16 +42,17 @@ def pure_equilibria(game: Any, tol: float = 0.0) -> EquilibriumSet:
         ``degenerate`` is True where some player has two or more pure best
         responses (within ``tol``) to some pure profile of the others, so that
         non-strict equilibria are possible; the enumeration is exact either way.
-        ``info["actions"]`` ``(*batch, E, N)`` holds the action indices (-1 for
-        padding) and ``info["strict"]`` ``(*batch, E)`` marks strict equilibria
-        (every player's action is its unique best response).
+        ``actions`` ``(*batch, E, N)`` int64 holds the equilibria as action
+        indices (-1 in padding rows) and ``info["strict"]`` ``(*batch, E)``
+        marks strict equilibria (every player's action is its unique best
+        response).
 
     Example:
         >>> import torch
         >>> from aggregation import NormalFormGame, pure_equilibria
         >>> A = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
         >>> eqs = pure_equilibria(NormalFormGame.bimatrix(A, A))
-        >>> eqs.count.item(), eqs.info["actions"].tolist()
+        >>> eqs.count.item(), eqs.actions.tolist()
         (2, [[0, 0], [1, 1]])
 
     References:
@@ -73,7 +75,7 @@ def pure_equilibria(game: Any, tol: float = 0.0) -> EquilibriumSet:
         strict &= ~ties
         degenerate |= ties.flatten(1).any(-1)
         gaps.append((best - pi).clamp_min(0))  # (B, *A): player i's regret at each profile
-    k = nash[0].numel()
+    k = math.prod(actions)  # K, the number of pure profiles
     flat = nash.reshape(size, k)  # (B, K)
     count = flat.sum(-1)  # (B,)
     e = int(count.max()) if size else 0
@@ -109,5 +111,6 @@ def pure_equilibria(game: Any, tol: float = 0.0) -> EquilibriumSet:
         degenerate=unflatten(degenerate),
         method="pure_equilibria",
         tol=tol,
-        info={"actions": unflatten(idx), "strict": unflatten(is_strict)},
+        info={"strict": unflatten(is_strict)},
+        actions=unflatten(idx),
     )

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._validation import check_int, check_nonnegative
 from ..result import EquilibriumResult
-from ._nplayer_common import finish, initial_mixed, prepare
+from ._nplayer_common import Trajectory, finish, initial_mixed, prepare, running_mean
 from ._nplayer_multilinear import Multilinear, own_first
 
 __all__ = ["regret_matching"]
@@ -31,6 +31,7 @@ def regret_matching(
     plus: bool = False,
     tol: float = 1e-3,
     initial: Sequence[Any] | None = None,
+    path_every: int | None = None,
 ) -> EquilibriumResult:
     """Regret matching (Hart & Mas-Colell 2000), returning the average strategy.
 
@@ -62,9 +63,14 @@ def regret_matching(
         tol: regret tolerance (payoff units) of the average profile.
         initial: the round-0 strategies (one mixed strategy per player);
             default uniform.
+        path_every: record the average profile every ``path_every`` rounds
+            in ``result.path`` (None: no path).
 
     Returns:
-        An :class:`~aggregation.EquilibriumResult` with the average profile.
+        An :class:`~aggregation.EquilibriumResult` with the average profile;
+        ``path`` (with ``path_every=k``) the average profile after
+        ``0, k, 2k, ...`` rounds, ``(*batch, iterations // k + 1, A_i)`` per
+        player (a game that stopped repeats its final average).
 
     Example:
         >>> import torch
@@ -89,6 +95,7 @@ def regret_matching(
     sigma = [s.T.contiguous() for s in initial_mixed(initial, prep, default="uniform")]
     cumulative = [torch.zeros_like(s) for s in sigma]  # N x (A_i, B)
     average = [s.clone() for s in sigma]  # N x (A_i, B)
+    trajectory = Trajectory(path_every, iterations, average)
     weight_sum = 0.0
     active = torch.ones(size, dtype=torch.bool, device=device)  # (B,)
     rounds = torch.zeros(size, dtype=torch.int64, device=device)  # (B,)
@@ -98,7 +105,7 @@ def regret_matching(
         frac = active.to(dtype) * (weight / (weight_sum + weight))  # (B,)
         weight_sum += weight
         for i, v in enumerate(values):
-            average[i] = average[i] + frac * (sigma[i] - average[i])  # running mean
+            average[i] = running_mean(average[i], sigma[i], frac)  # (A_i, B)
             r = v - (v * sigma[i]).sum(0, keepdim=True)  # (A_i, B) instantaneous regret
             q = cumulative[i] + active * r
             cumulative[i] = q.clamp_min(0) if plus else q
@@ -108,10 +115,12 @@ def regret_matching(
         avg_regret = torch.stack(
             [v.amax(0) - (v * s).sum(0) for v, s in zip(avg_values, average)], dim=0
         ).amax(0)  # (B,)
+        trajectory.record(t + 1, average)
         active &= avg_regret > tol
         if not bool(active.any()):
             break
     converged = torch.ones(size, dtype=torch.bool, device=device)  # finish() checks regret
+    path = trajectory.path(average)
     average = [s.T for s in average]  # N x (B, A_i)
     method = "regret_matching_plus" if plus else "regret_matching"
-    return finish(prep, average, converged, rounds, method, tol)
+    return finish(prep, average, converged, rounds, method, tol, path=path)

@@ -10,7 +10,7 @@ import torch
 
 from .._validation import check_int, check_nonnegative, check_positive
 from ..result import EquilibriumResult
-from ._nplayer_common import finish, initial_mixed, payoff_ranges, prepare
+from ._nplayer_common import Trajectory, finish, initial_mixed, payoff_ranges, prepare
 from ._nplayer_multilinear import Multilinear, own_first
 
 __all__ = ["replicator_dynamics"]
@@ -23,6 +23,7 @@ def replicator_dynamics(
     max_iter: int = 10000,
     tol: float = 1e-6,
     initial: Sequence[Any] | None = None,
+    path_every: int | None = None,
 ) -> EquilibriumResult:
     """Replicator dynamics, discretised by exponential weights.
 
@@ -66,9 +67,14 @@ def replicator_dynamics(
         tol: regret tolerance (payoff units).
         initial: starting profile (one mixed strategy per player; with
             ``symmetric=True`` the first one is used); default uniform.
+        path_every: record the iterate every ``path_every`` steps in
+            ``result.path`` (None: no path).
 
     Returns:
-        An :class:`~aggregation.EquilibriumResult` with the last iterate.
+        An :class:`~aggregation.EquilibriumResult` with the last iterate;
+        ``path`` (with ``path_every=k``) the iterates after ``0, k, 2k, ...``
+        steps, ``(*batch, max_iter // k + 1, A_i)`` per player (a game that
+        stopped repeats its final iterate).
 
     Raises:
         ValueError: ``symmetric=True`` for a game that is not a symmetric
@@ -104,9 +110,10 @@ def replicator_dynamics(
     scale = (step / payoff_ranges(prep)).T  # (N, B)
     floor = math.log(torch.finfo(prep.cdtype).tiny) / n  # log of the smallest share kept
     logx = [xi.log() for xi in x]  # N x (A_i, B), -inf on zero shares
+    trajectory = Trajectory(path_every, max_iter, x)
     active = torch.ones(size, dtype=torch.bool, device=device)  # (B,)
     steps = torch.zeros(size, dtype=torch.int64, device=device)  # (B,)
-    for _ in range(max_iter):
+    for t in range(max_iter):
         values = operator.values(x)  # N x (A_i, B)
         regret = torch.stack([v.amax(0) - (v * s).sum(0) for v, s in zip(values, x)], dim=0).amax(
             0
@@ -125,9 +132,10 @@ def replicator_dynamics(
         if symmetric:
             x[1], logx[1] = x[0], logx[0]
         steps += active
+        trajectory.record(t + 1, x)
     converged = torch.ones(size, dtype=torch.bool, device=device)  # finish() checks regret
     method = "replicator_dynamics[symmetric]" if symmetric else "replicator_dynamics"
-    return finish(prep, [xi.T for xi in x], converged, steps, method, tol)
+    return finish(prep, [xi.T for xi in x], converged, steps, method, tol, path=trajectory.path(x))
 
 
 def _check_symmetric(payoffs: torch.Tensor, n: int) -> None:

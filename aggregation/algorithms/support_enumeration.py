@@ -16,7 +16,7 @@ from .vertex_enumeration import prepare
 __all__ = ["support_enumeration"]
 
 
-def support_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSet:
+def support_enumeration(game: NormalFormGame, tol: float | None = None) -> EquilibriumSet:
     """All Nash equilibria of every bimatrix game of a batch, by their supports.
 
     For supports ``I`` (rows) and ``J`` (columns) of equal size ``k`` solve the
@@ -48,14 +48,26 @@ def support_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumS
     guaranteed there: every extreme equilibrium is returned, each once, with
     supports of equal or unequal size; a continuum is represented by its
     extreme points only (a point strictly inside it is not returned); every
-    returned profile has regret ``<= tol``. Zero tests use a tolerance of
-    ``1e-9`` in normalised payoff units (payoffs centred, max-abs entry 1), so a
-    probability of ``-1e-17`` is zero, not a rejection.
+    returned profile has regret ``<= tol``. The game is solved in float64
+    whatever its dtype (its entries are exact there), so zero tests use
+    ``default_tol(torch.float64) = 1e-9`` in normalised payoff units (payoffs
+    centred, max-abs entry 1): a probability of ``-1e-17`` is zero, not a
+    rejection. The returned profiles are rounded to the game's dtype and
+    judged there.
+
+    Gradients: when the payoffs require grad, the returned strategies carry the
+    implicit derivative of each equilibrium on its supports (the mechanism of
+    :func:`~aggregation.differentiable_bimatrix_nash`); the values are those
+    computed without a graph. An equilibrium that is not locally unique
+    (a degenerate game, supports of unequal size) gets a zero gradient and a
+    ``RuntimeWarning`` at backward time.
 
     Args:
         game: a two-player :class:`~aggregation.NormalFormGame` with payoffs
             ``(*batch, 2, m, n)``; ``m + n <= 62``.
-        tol: regret tolerance (payoff units) every returned profile meets.
+        tol: regret tolerance (payoff units) every returned profile meets;
+            None means :func:`~aggregation.default_tol` of the game's dtype
+            (1e-9 for float64, 1e-5 for float32).
 
     Returns:
         An :class:`~aggregation.EquilibriumSet` (layout as in
@@ -65,7 +77,8 @@ def support_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumS
 
     Raises:
         TypeError: ``game`` is not a NormalFormGame, ``tol`` not a number.
-        ValueError: ``game`` does not have two players, ``m + n > 62``, ``tol < 0``.
+        ValueError: ``game`` does not have two players, ``m + n > 62``, ``tol``
+            below the resolution of the game's dtype.
 
     Example:
         >>> import torch

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from .._validation import check_nonnegative
 from ..games.normal_form import NormalFormGame
 from ..result import EquilibriumSet
+from ..tolerance import resolve_tol
 from ._bimatrix import check_bimatrix, finish_set, flat_payoffs, normalise_centered
 from ._vertices import MAX_LABELS, extreme_equilibria
 
 __all__ = ["vertex_enumeration"]
 
 
-def vertex_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSet:
+def vertex_enumeration(game: NormalFormGame, tol: float | None = None) -> EquilibriumSet:
     """All extreme Nash equilibria of every bimatrix game of a batch.
 
     With the payoffs shifted to be positive, the best-response polytopes are
@@ -37,15 +37,26 @@ def vertex_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSe
     Guarantees: nondegenerate games -> all equilibria (each once). Degenerate
     games (flagged in ``degenerate``) -> all extreme equilibria (each once);
     a continuum (a face of equilibria) is represented by its extreme points,
-    not by the points in between. Labels and feasibility are decided with a
-    tolerance of ``1e-9`` in normalised payoff units (payoffs centred and
-    scaled to max-abs entry 1 per player), so an entry of ``-1e-17`` counts as
-    zero. The cost grows like ``C(m + n, m)`` bases per game.
+    not by the points in between. The game is solved in float64 whatever its
+    dtype (its entries are exact there): labels and feasibility are decided
+    with ``default_tol(torch.float64) = 1e-9`` in normalised payoff units
+    (payoffs centred and scaled to max-abs entry 1 per player), so an entry of
+    ``-1e-17`` counts as zero; the profiles are then rounded to the game's
+    dtype and judged there. The cost grows like ``C(m + n, m)`` bases per game.
+
+    Gradients: when the payoffs require grad, the returned strategies carry the
+    implicit derivative of each equilibrium on its supports (the mechanism of
+    :func:`~aggregation.differentiable_bimatrix_nash`); the values are those
+    computed without a graph. An equilibrium that is not locally unique
+    (a degenerate game, supports of unequal size) gets a zero gradient and a
+    ``RuntimeWarning`` at backward time.
 
     Args:
         game: a two-player :class:`~aggregation.NormalFormGame` with payoffs
             ``(*batch, 2, m, n)``; ``m + n <= 62``.
-        tol: regret tolerance (payoff units) every returned profile meets.
+        tol: regret tolerance (payoff units) every returned profile meets;
+            None means :func:`~aggregation.default_tol` of the game's dtype
+            (1e-9 for float64, 1e-5 for float32).
 
     Returns:
         An :class:`~aggregation.EquilibriumSet`: strategies ``(*batch, E, m)``
@@ -59,7 +70,8 @@ def vertex_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSe
 
     Raises:
         TypeError: ``game`` is not a NormalFormGame, ``tol`` not a number.
-        ValueError: ``game`` does not have two players, ``m + n > 62``, ``tol < 0``.
+        ValueError: ``game`` does not have two players, ``m + n > 62``, ``tol``
+            below the resolution of the game's dtype.
 
     Example:
         >>> import torch
@@ -79,10 +91,10 @@ def vertex_enumeration(game: NormalFormGame, tol: float = 1e-9) -> EquilibriumSe
     return finish_set(game, tol, payoffs, g, x, y, degenerate, "vertex_enumeration")
 
 
-def prepare(game: NormalFormGame, tol: float, method: str):
+def prepare(game: NormalFormGame, tol: float | None, method: str):
     """Validate; return ``(game, tol, payoffs (N,2,m,n), A (N,m,n), B^T (N,n,m))``."""
     game = check_bimatrix(game)
-    tol = check_nonnegative(tol, "tol")
+    tol = resolve_tol(tol, game.dtype)
     m, n = game.num_actions
     if m + n > MAX_LABELS:
         raise ValueError(

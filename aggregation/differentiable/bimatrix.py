@@ -34,9 +34,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_nonnegative, compute_dtype, describe
+from .._validation import as_tensor, compute_dtype, describe
 from ..games.normal_form import bimatrix_pair
 from ..implicit_diff import implicit_root
+from ..tolerance import resolve_tol
 
 __all__ = ["BimatrixNashResult", "differentiable_bimatrix_nash", "support_search"]
 
@@ -169,8 +170,9 @@ def differentiable_bimatrix_nash(
             ``{x_i > sqrt(eps)}``, ``{y_j > sqrt(eps)}`` define the system, which
             is re-solved exactly. Default: :func:`support_search`
             (``m, n <= 10``).
-        tol: regret tolerance (payoff units) behind ``converged``; default 1e-9
-            in float64, 1e-5 in float32.
+        tol: regret tolerance (payoff units) behind ``converged``; None means
+            :func:`~aggregation.default_tol` of the compute dtype (1e-9 in
+            float64, 1e-5 in float32).
 
     Returns:
         :class:`BimatrixNashResult`; ``strategies`` carry the graph.
@@ -188,9 +190,7 @@ def differentiable_bimatrix_nash(
     A_t, B_t, batch = bimatrix_pair(A, B)
     m, n = A_t.shape[-2:]
     dtype = compute_dtype(torch.promote_types(A_t.dtype, B_t.dtype))
-    tol = (
-        (1e-9 if dtype == torch.float64 else 1e-5) if tol is None else check_nonnegative(tol, "tol")
-    )
+    tol = resolve_tol(tol, dtype)
     with torch.no_grad():
         Af = A_t.detach().to(dtype).expand(*batch, m, n).reshape(-1, m, n)
         Bf = B_t.detach().to(dtype).expand(*batch, m, n).reshape(-1, m, n)

@@ -33,10 +33,11 @@ import torch
 from torch import Tensor
 
 from .._small_linalg import solve_small
-from .._validation import as_tensor, check_int, check_nonnegative, describe
+from .._validation import as_tensor, check_int, describe
 from ..algorithms.logit_qre import QuantalResponseResult, logit_qre_at
 from ..games.normal_form import NormalFormGame, _action_values, _regret, validate_profile
 from ..implicit_diff import implicit_root, jacobian_rows
+from ..tolerance import resolve_tol
 
 __all__ = ["differentiable_logit_qre"]
 
@@ -96,7 +97,8 @@ def differentiable_logit_qre(
         strategies: optional profile (N tensors ``(*batch, A_i)``, interior) to
             start Newton's method from; default: trace the principal branch.
         tol: fixed-point residual tolerance behind ``converged`` (and the
-            Newton stopping rule); default 1e-10 in float64, 1e-5 in float32.
+            Newton stopping rule); None means :func:`~aggregation.default_tol`
+            of the compute dtype (1e-9 in float64, 1e-5 in float32).
         newton_steps: Newton steps used to refine the profile.
 
     Returns:
@@ -122,11 +124,7 @@ def differentiable_logit_qre(
     n, actions, batch = game.num_players, game.num_actions, game.batch_shape
     payoffs = game.payoffs
     dtype = torch.promote_types(payoffs.dtype, torch.float32)
-    tol = (
-        (1e-10 if dtype == torch.float64 else 1e-5)
-        if tol is None
-        else check_nonnegative(tol, "tol")
-    )
+    tol = resolve_tol(tol, dtype)
     lam_t = as_tensor(lam, "lam", dtype=dtype, device=payoffs.device)
     low = float(lam_t.detach().min()) if lam_t.numel() else 0.0
     if low < 0:

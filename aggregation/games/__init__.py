@@ -1,5 +1,21 @@
-"""Game definitions: finite normal-form games and the continuous scale game."""
+"""Game definitions: finite normal-form games and the continuous scale game.
 
+Constructors: the classic games of the literature (:mod:`.classic`), random
+games (:mod:`.random_games`) and symmetric games (``symmetric_game``,
+``is_symmetric``).
+"""
+
+from .classic import (
+    anti_coordination_game,
+    battle_of_the_sexes,
+    coordination_game,
+    is_symmetric,
+    matching_pennies,
+    prisoners_dilemma,
+    rock_paper_scissors,
+    shapley_game,
+    symmetric_game,
+)
 from .normal_form import (
     NormalFormGame,
     exploitability,
@@ -8,11 +24,23 @@ from .normal_form import (
     regret,
     validate_profile,
 )
+from .random_games import covariance_game, random_game
 from .scale_game import ScaleGame
 
 __all__ = [
     "NormalFormGame",
     "ScaleGame",
+    "anti_coordination_game",
+    "battle_of_the_sexes",
+    "coordination_game",
+    "covariance_game",
+    "is_symmetric",
+    "matching_pennies",
+    "prisoners_dilemma",
+    "random_game",
+    "rock_paper_scissors",
+    "shapley_game",
+    "symmetric_game",
     "exploitability",
     "is_nash",
     "nash_conv",

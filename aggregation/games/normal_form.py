@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_int, check_nonnegative, compute_dtype, describe
+from ..tolerance import default_tol
 
 __all__ = [
     "NormalFormGame",
@@ -41,14 +42,42 @@ __all__ = [
 _LETTERS = string.ascii_letters
 
 
+#: Above this many payoff entries ``repr`` abbreviates the payoffs (not evaluable).
+_REPR_ENTRIES = 4096
+#: ``str`` prints the payoffs of unbatched games with at most this many pure profiles.
+_STR_PROFILES = 64
+
+
+def _action_first_hint(shape: torch.Size) -> str:
+    """A hint when ``shape`` also reads as QuantEcon's ``(A_1, ..., A_N, N)`` layout."""
+    k = len(shape) - 1
+    if k >= 2 and shape[-1] == k:
+        return (
+            f"; it fits the action-first layout (A_1, ..., A_N, N) with N = {k} of QuantEcon's "
+            "payoff profile arrays: use NormalFormGame.from_payoff_profiles(array) or "
+            "NormalFormGame.from_quantecon(game)"
+        )
+    return ""
+
+
 def _infer_num_players(shape: torch.Size) -> int:
     candidates = [k for k in range(1, len(shape)) if len(shape) >= k + 1 and shape[-(k + 1)] == k]
     if len(candidates) == 1:
-        return candidates[0]
+        k = candidates[0]
+        if k >= 2 and len(shape) == k + 1 and shape[-1] == k:
+            raise ValueError(
+                f"payoffs of shape {tuple(shape)} are ambiguous: they read as this library's "
+                f"player-first layout (N, A_1, ..., A_N) and as the action-first layout "
+                f"(A_1, ..., A_N, N) of QuantEcon's payoff profile arrays, which mean different "
+                f"games; pass num_players={k} to confirm the player-first layout, or use "
+                "NormalFormGame.bimatrix(A, B), NormalFormGame.from_payoff_profiles(array) "
+                "(action-first) or NormalFormGame.from_quantecon(game)"
+            )
+        return k
     if not candidates:
         raise ValueError(
             "payoffs must have shape (*batch, N, A_1, ..., A_N) with N players; "
-            f"received shape {tuple(shape)}, which fits no N"
+            f"received shape {tuple(shape)}, which fits no N{_action_first_hint(shape)}"
         )
     readings = ", ".join(
         f"N={k} with batch shape {tuple(shape[: len(shape) - k - 1])}" for k in candidates
@@ -64,14 +93,23 @@ class NormalFormGame:
 
     Args:
         payoffs: tensor (or array, or nested list) of shape
-            ``(*batch, N, A_1, ..., A_N)``; integers are promoted to floating
+            ``(*batch, N, A_1, ..., A_N)`` (player first: ``payoffs[..., i]`` is
+            player i's payoff table); integers are promoted to floating
             point. Must be finite.
-        num_players: N. Inferred from the shape when unambiguous.
+        num_players: N. Inferred from the shape when unambiguous; passing it
+            also confirms the player-first layout.
+
+    Layout check. Without ``num_players``, an unbatched array of shape
+    ``(N, A_1, ..., A_{N-1}, N)`` is refused: it reads as well as QuantEcon's
+    action-first payoff profile array ``(A_1, ..., A_N, N)`` (the prisoner's
+    dilemma in that layout has shape ``(2, 2, 2)`` and would be a different
+    game here). Pass ``num_players``, or build the game with
+    :meth:`bimatrix`, :meth:`from_payoff_profiles` or :meth:`from_quantecon`.
 
     Raises:
         ValueError: non-finite payoffs, too few dimensions, a player axis whose
             size is not N, fewer than one action for a player, or an ambiguous
-            shape without ``num_players``.
+            shape without ``num_players`` (several N fit, or the layout check).
         TypeError: non-numeric payoffs.
 
     Example:
@@ -120,6 +158,65 @@ class NormalFormGame:
         """A two-player zero-sum game ``(A, -A)``; ``A`` of shape ``(*batch, m, n)``."""
         a = as_tensor(A, "A", min_dim=2)
         return cls(torch.stack([a, -a], dim=-3), num_players=2)
+
+    @classmethod
+    def from_payoff_profiles(cls, array: Any) -> NormalFormGame:
+        """An unbatched game from an action-first array ``(A_1, ..., A_N, N)``.
+
+        ``array[a_1, ..., a_N, i]`` is player i's payoff at the pure profile
+        ``(a_1, ..., a_N)`` (QuantEcon's ``payoff_profile_array``); the game's
+        payoffs are ``array`` with the last axis moved to the front.
+
+        Raises:
+            ValueError: the last axis does not have size ``N = array.ndim - 1``.
+        """
+        tensor = as_tensor(array, "array", min_dim=2)
+        k = tensor.dim() - 1
+        if tensor.shape[-1] != k:
+            raise ValueError(
+                f"array must have shape (A_1, ..., A_N, N) with N = array.ndim - 1 = {k}; "
+                f"received shape {tuple(tensor.shape)}"
+            )
+        return cls(torch.movedim(tensor, -1, 0), num_players=k)
+
+    @classmethod
+    def from_quantecon(cls, game: Any) -> NormalFormGame:
+        """Convert a ``quantecon.game_theory.NormalFormGame`` (float64).
+
+        QuantEcon stores player i's payoffs own action first, the others in
+        cyclic order: ``players[i].payoff_array[a_i, a_{i+1}, ..., a_{i-1}]``.
+        """
+        players = getattr(game, "players", None)
+        if players is None or not all(hasattr(p, "payoff_array") for p in players):
+            raise TypeError(
+                f"game must be a quantecon.game_theory.NormalFormGame; received {describe(game)}"
+            )
+        n = len(players)
+        tables = []
+        for i, player in enumerate(players):
+            own = as_tensor(player.payoff_array, f"game.players[{i}].payoff_array")
+            if own.dim() != n:  # one player: QuantEcon stores a vector
+                own = own.reshape(own.shape[:1] + (1,) * (n - own.dim()) + own.shape[1:])
+            # axis k of ``own`` is player (i + k) mod n: move it to position (i + k) mod n
+            order = [(k - i) % n for k in range(n)]
+            tables.append(own.permute(order).to(torch.float64))
+        return cls(torch.stack(tables), num_players=n)
+
+    def to_quantecon(self) -> Any:
+        """Convert an unbatched game to a ``quantecon.game_theory.NormalFormGame``."""
+        from quantecon.game_theory import NormalFormGame as QENormalFormGame
+        from quantecon.game_theory import Player
+
+        self._require_unbatched("to_quantecon")
+        if self._n < 2:
+            raise ValueError(f"to_quantecon needs at least two players; this game has {self._n}")
+        p = self._payoffs.detach().cpu().double()
+        n = self._n
+        players = [
+            Player(p[i].permute([(i + k) % n for k in range(n)]).contiguous().numpy())
+            for i in range(n)
+        ]
+        return QENormalFormGame(players)
 
     @classmethod
     def from_nashpy(cls, game: Any) -> NormalFormGame:
@@ -221,10 +318,49 @@ class NormalFormGame:
         return NormalFormGame(payoffs, num_players=self._n)
 
     def __repr__(self) -> str:
+        """Evaluable for games with at most 4096 payoff entries (``import torch`` and
+        ``from aggregation import NormalFormGame`` in scope), abbreviated above."""
+        p = self._payoffs
+        if p.numel() > _REPR_ENTRIES:
+            return (
+                f"NormalFormGame(<payoffs of shape {tuple(p.shape)}, dtype={p.dtype}>, "
+                f"num_players={self._n})"
+            )
+        device = "" if p.device.type == "cpu" else f", device={str(p.device)!r}"
+        values = repr(p.detach().cpu().tolist())
         return (
-            f"NormalFormGame(num_players={self._n}, num_actions={self.num_actions}, "
-            f"batch_shape={tuple(self.batch_shape)}, dtype={self.dtype})"
+            f"NormalFormGame(torch.tensor({values}, dtype={p.dtype}{device}), "
+            f"num_players={self._n})"
         )
+
+    def __str__(self) -> str:
+        """The payoffs of a small unbatched game; a bimatrix game as a table of "a, b" cells."""
+        head = (
+            f"NormalFormGame: {self._n} players, actions {self.num_actions}, "
+            f"batch shape {tuple(self.batch_shape)}, {self.dtype}"
+        )
+        profiles = 1
+        for a in self.num_actions:
+            profiles *= a
+        if len(self.batch_shape) or profiles > _STR_PROFILES:
+            return head
+        p = self._payoffs.detach().cpu().double()
+        if self._n == 2:
+            m, n = self.num_actions
+            cells = [[f"{p[0, i, j]:.4g}, {p[1, i, j]:.4g}" for j in range(n)] for i in range(m)]
+            width = max(len(c) for row in cells for c in row)
+            lines = [" " * 4 + "  ".join(f"{j:>{width}}" for j in range(n))]
+            lines += [
+                f"{i:<4}" + "  ".join(f"{c:>{width}}" for c in row) for i, row in enumerate(cells)
+            ]
+            return head + "\n" + "\n".join(lines)
+        import itertools
+
+        lines = [
+            f"{profile}: " + ", ".join(f"{p[(i, *profile)]:.4g}" for i in range(self._n))
+            for profile in itertools.product(*(range(a) for a in self.num_actions))
+        ]
+        return head + "\n" + "\n".join(lines)
 
     def _require_unbatched(self, what: str) -> None:
         if len(self.batch_shape):
@@ -286,10 +422,20 @@ class NormalFormGame:
         """``(*batch,)`` NashConv / N."""
         return self.regret(strategies).sum(-1) / self._n
 
-    def is_nash(self, strategies: Sequence[Any], tol: float = 1e-8) -> Tensor:
-        """``(*batch,)`` True iff ``max_i regret_i <= tol`` (payoff units)."""
-        tol = check_nonnegative(tol, "tol")
-        return self.regret(strategies).amax(-1) <= tol
+    def is_nash(self, strategies: Sequence[Any], tol: float | None = None) -> Tensor:
+        """``(*batch,)`` True iff ``max_i regret_i <= tol`` (payoff units).
+
+        ``tol=None`` means :func:`~aggregation.default_tol` of the least precise
+        of the game's and the strategies' dtypes (1e-9 when all are float64).
+        An explicit ``tol`` (even 0, an exact test) is used as given.
+        """
+        regret = self.regret(strategies)  # validates the profile
+        dtypes = [self.dtype] + [
+            s.dtype for s in strategies if isinstance(s, Tensor) and s.is_floating_point()
+        ]
+        coarsest = max(dtypes, key=default_tol)
+        tol = default_tol(coarsest) if tol is None else check_nonnegative(tol, "tol")
+        return regret.amax(-1) <= tol
 
 
 # ---------------------------------------------------------------- functions
@@ -420,6 +566,9 @@ def exploitability(game: NormalFormGame, strategies: Sequence[Any]) -> Tensor:
     return game.exploitability(strategies)
 
 
-def is_nash(game: NormalFormGame, strategies: Sequence[Any], tol: float = 1e-8) -> Tensor:
-    """``(*batch,)`` bool: ``max_i r_i(sigma) <= tol`` (an eps-Nash test, payoff units)."""
+def is_nash(game: NormalFormGame, strategies: Sequence[Any], tol: float | None = None) -> Tensor:
+    """``(*batch,)`` bool: ``max_i r_i(sigma) <= tol`` (an eps-Nash test, payoff units).
+
+    ``tol=None``: :func:`~aggregation.default_tol` of the least precise dtype involved.
+    """
     return game.is_nash(strategies, tol)

@@ -33,11 +33,13 @@ Variational Inequalities and Complementarity Problems* (2003).
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from .._small_linalg import ordered_sum
 from .._validation import as_tensor, check_nonnegative, compute_dtype, describe
 
 __all__ = ["ScaleGame"]
@@ -235,7 +237,8 @@ class ScaleGame:
         """``(*batch, L)`` ``F(x) = C x - a`` (zero for absent players)."""
         x = self._x(x)
         a, C = self.effective(x.dtype)
-        w = (C @ x.unsqueeze(-1)).squeeze(-1) - a
+        diag = C.diagonal(dim1=-2, dim2=-1)
+        w = diag * x - (a - _others(C, x))  # C_ll x_l - r_l
         return self._zero_absent(w)
 
     def _zero_absent(self, t: Tensor) -> Tensor:
@@ -260,7 +263,7 @@ class ScaleGame:
         x = self._x(x)
         a, C = self.effective(x.dtype)
         diag = C.diagonal(dim1=-2, dim2=-1)
-        r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+        r = a - _others(C, x)
         return self._zero_absent((r / diag).clamp_min(0))
 
     def regret(self, x: Any) -> Tensor:
@@ -268,7 +271,9 @@ class ScaleGame:
 
         ``regret_l = C_ll/2 (x_l - BR_l)^2 + max(0, -r_l) x_l`` with
         ``r_l = a_l - sum_{k != l} C_lk x_k`` (closed form, no cancellation).
-        ``x`` must be nonnegative (the strategy space).
+        ``x`` must be nonnegative (the strategy space). The arithmetic is the
+        solvers' (elementwise, in a fixed order, independent of the batch), so
+        ``game.regret(result.x)`` equals ``result.regret`` bit for bit.
         """
         x = self._x(x)
         if x.numel() and float(x.min()) < 0:
@@ -278,8 +283,23 @@ class ScaleGame:
             )
         a, C = self.effective(x.dtype)
         diag = C.diagonal(dim1=-2, dim2=-1)
-        r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+        r = a - _others(C, x)
         return self._zero_absent(_regret(x, r, diag))
+
+    def payoff_unit(self) -> Tensor:
+        """``(*batch,)`` the game's payoff unit ``U = max_l a_l^2 / C_ll`` (present l).
+
+        For ``a_l > 0``, ``a_l^2 / (2 C_ll)`` is the payoff player l earns by its
+        best response when the others play 0. Scaling ``(a, C)`` by ``s``
+        scales every payoff and ``U`` by ``s``, and scaling ``a`` alone by ``s``
+        scales them by ``s^2``: the solvers' ``tol`` is relative to ``U``
+        (``converged`` iff ``max_l regret_l <= tol U``, see
+        :func:`~aggregation.solve_scale_game`), so that a game and its rescaled
+        copies get the same verdict.
+        """
+        a, C = self.effective()
+        unit = _payoff_unit(a, C.diagonal(dim1=-2, dim2=-1), self.present())
+        return unit.expand(self._batch)
 
     def exploitability(self, x: Any) -> Tensor:
         """``(*batch,)`` summed regret divided by the number of present players."""
@@ -340,5 +360,117 @@ class ScaleGame:
 
 def _regret(x: Tensor, r: Tensor, diag: Tensor) -> Tensor:
     """Closed-form regret from ``r = a - sum_{k != l} C_lk x_k`` (no validation)."""
+    return _regret_terms(x, r, diag)[0]
+
+
+def _regret_terms(x: Tensor, r: Tensor, diag: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(regret, BR, x - BR)``: the regret's arithmetic, with its intermediates."""
     br = r.clamp_min(0) / diag
-    return 0.5 * diag * (x - br).square() + (-r).clamp_min(0) * x
+    gap = x - br
+    return 0.5 * diag * gap.square() + (-r).clamp_min(0) * x, br, gap
+
+
+def _others_parts(C: Tensor, x: Tensor, absolute: bool = False) -> list[Tensor]:
+    """``[s_0, ..., s_{L-1}]``, ``s_l = sum_{k != l} C_lk x_k`` ``(...)``, for ``C (..., L, L)``.
+
+    Summed over ``k != l`` in increasing order by elementwise ops only (one
+    product, then fused multiply-adds) on the ``(...)`` slices: each batch
+    element's arithmetic is the same whatever the batch around it, its layout
+    or its size, unlike a batched matrix product, whose blocking depends on
+    them. Bit-exact batch invariance of the certificates (and of causality in
+    :mod:`maha`) rests on it. ``absolute``: ``sum_{k != l} |C_lk| x_k`` instead.
+    In structure-of-arrays layout (``C`` a permuted view of ``(L, L, n)``) the
+    slices are contiguous vectors.
+    """
+    L = x.shape[-1]
+    xs = [x[..., k] for k in range(L)]
+    parts = []
+    for l in range(L):
+        acc = None
+        for k in range(L):
+            if k == l:
+                continue
+            c = C[..., l, k].abs() if absolute else C[..., l, k]
+            acc = c * xs[k] if acc is None else torch.addcmul(acc, c, xs[k])
+        parts.append(torch.zeros_like(xs[l] * C[..., l, l]) if acc is None else acc)
+    return parts
+
+
+def _others(C: Tensor, x: Tensor) -> Tensor:
+    """``(..., L)`` ``s_l = sum_{k != l} C_lk x_k`` (the arithmetic of :func:`_others_parts`)."""
+    return torch.stack(_others_parts(C, x), -1)
+
+
+def _payoff_unit(a: Tensor, diag: Tensor, present: Tensor) -> Tensor:
+    """``(...,)`` ``max_l a_l^2 / C_ll`` over present players."""
+    unit = a.square() / diag  # (..., L)
+    zero = torch.zeros((), dtype=unit.dtype, device=unit.device)
+    return torch.where(present, unit, zero).amax(-1)
+
+
+class Certificate(NamedTuple):
+    """What a profile is, judged from the profile itself (:func:`_certify`)."""
+
+    regret: Tensor  # (..., L) closed-form regret, 0 for absent players (as ScaleGame.regret)
+    residual: Tensor  # (...,) natural residual max_l |min(x_l, (C x - a)_l)|
+    converged: Tensor  # (...,) bool: max_l (regret_l + rounding bound_l) <= tol * U
+    diverged: Tensor  # (...,) bool: x not finite, or beyond what the dtype resolves
+
+
+def _certify(
+    a: Tensor,
+    C: Tensor,
+    x: Tensor,
+    present: Tensor | None,
+    tol: float,
+    row_max: Tensor | None = None,
+) -> Certificate:
+    """The one certificate of every scale-game solver, from the profile ``x`` it returns.
+
+    ``a (..., L)``, ``C (..., L, L)`` (the effective game), ``x (..., L) >= 0``
+    and ``present (..., L)`` bool (None: all present) broadcast; all in one
+    floating dtype, that of the arithmetic. The regret is :meth:`ScaleGame.regret`'s formula and
+    arithmetic (player by player, batch-invariant: :func:`_others_parts`).
+
+    ``converged`` holds iff ``max_l (regret_l + e_l) <= tol * U``, with ``U`` the
+    payoff unit (:meth:`ScaleGame.payoff_unit`) and ``e_l`` a bound on the
+    rounding error of ``regret_l`` in the dtype: with ``rho_l = (L + 2) eps
+    (|a_l| + max_k |C_lk| sum_k x_k)`` bounding the error of ``r_l``
+    and ``d_l = rho_l / C_ll + eps (x_l + BR_l)`` that of ``x_l - BR_l``,
+    ``e_l = C_ll d_l (|x_l - BR_l| + d_l) + max(0, rho_l - |r_l|) x_l``. A
+    profile whose regret cancellation could hide (``x`` of ``1e17`` in a game
+    with payoffs of order one) is therefore never certified; NaN is never
+    certified. ``diverged``: ``x`` is not finite, or ``max_l rho_l > max_l
+    |a_l|`` (the rounding of ``r`` exceeds the utilities: the profile carries no
+    information in this dtype). ``row_max``: ``max_k |C_lk|`` ``(..., L)`` if
+    the caller has it.
+    """
+    L = x.shape[-1]
+    eps = (L + 2) * float(torch.finfo(x.dtype).eps)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+
+    def only(t: Tensor) -> Tensor:
+        return t if present is None else torch.where(present, t, zero)
+
+    # stacked on a leading dim and moved back: a view in the layout of the slices
+    s = torch.stack(_others_parts(C, x), 0).movedim(0, -1)  # (..., L)
+    if row_max is None:
+        row_max = C.abs().amax(-1)  # (..., L): max_k |C_lk|
+    x_sum = ordered_sum(x.unbind(-1))  # (...,)
+    diag = C.diagonal(dim1=-2, dim2=-1)  # (..., L)
+    r = a - s
+    raw, br, gap = _regret_terms(x, r, diag)
+    regret = only(raw)
+    w = diag * x - r  # (C x - a)_l, as ScaleGame.pseudo_gradient
+    residual = only(torch.minimum(x, w).abs()).amax(-1)
+    a_abs = a.abs()
+    rho = eps * torch.addcmul(a_abs, row_max, x_sum.unsqueeze(-1))  # bound on the error of r
+    d = rho / diag + eps * (x + br)  # bound on the error of x - BR
+    slack = torch.addcmul((rho - r.abs()).clamp_min(0) * x, diag * d, gap.abs() + d)
+    bound = only(regret + slack).amax(-1)
+    unit = only(a.square() / diag).amax(-1)
+    converged = bound <= tol * unit
+    if math.isinf(tol):
+        converged = torch.ones_like(converged)
+    diverged = ~(only(rho).amax(-1) <= only(a_abs).amax(-1))  # also NaN / inf
+    return Certificate(regret, residual, converged, diverged)

@@ -1,6 +1,11 @@
 """Solvers for the scale game (see :class:`aggregation.ScaleGame`), one per module."""
 
 from .best_response import solve_best_response
+from .enumeration import (
+    convex_aggregate_enumeration,
+    scale_game_enumeration,
+    solve_enumeration,
+)
 from .exact import solve_exact
 from .extragradient import solve_extragradient
 from .fictitious_play import solve_fictitious_play
@@ -12,7 +17,10 @@ __all__ = [
     "METHODS",
     "ScaleGameResult",
     "check_monotone",
+    "convex_aggregate_enumeration",
+    "scale_game_enumeration",
     "solve_best_response",
+    "solve_enumeration",
     "solve_exact",
     "solve_extragradient",
     "solve_fictitious_play",

@@ -15,7 +15,6 @@ gives the exact derivative ``dx_S = C_SS^{-1} (da_S - dC_S. x)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,23 +23,19 @@ from torch import Tensor
 
 from .._small_linalg import lu_solve_soa, solve_small
 from .._validation import check_choice, check_int, check_nonnegative, describe
-from ..games.scale_game import ScaleGame, _regret
+from ..games.scale_game import Certificate, ScaleGame, _certify
 from ..implicit_diff import chunked_fused_backward, implicit_root
 from ..result import warn_not_converged
+from ..tolerance import default_tol
 from .result import ScaleGameResult
 
 __all__ = [
     "Prepared",
-    "default_tol",
+    "certify",
     "finish",
+    "out_dtype",
     "prepare",
-    "regret_and_residual",
 ]
-
-
-def default_tol(dtype: torch.dtype) -> float:
-    """Default regret tolerance (payoff units): 1e-10 in float64, 1e-5 in float32."""
-    return 1e-10 if dtype == torch.float64 else 1e-5
 
 
 @dataclass
@@ -57,12 +52,21 @@ class Prepared:
     tol: float
 
 
+def out_dtype(game: ScaleGame) -> torch.dtype:
+    """The dtype of the returned profile: the game's (half precision stays half)."""
+    return game.dtype if game.dtype in (torch.float16, torch.bfloat16) else game.compute_dtype
+
+
 def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None) -> Prepared:
-    """Validate ``game``/``tol`` and flatten the effective game (no graph)."""
+    """Validate ``game``/``tol`` and flatten the effective game (no graph).
+
+    ``tol`` (relative to the payoff unit, :func:`certify`) defaults to
+    :func:`aggregation.tolerance.default_tol` of the returned profile's dtype.
+    """
     if not isinstance(game, ScaleGame):
         raise TypeError(f"game must be a ScaleGame; received {describe(game)}")
     dtype = dtype or game.compute_dtype
-    tol = default_tol(dtype) if tol is None else check_nonnegative(tol, "tol")
+    tol = default_tol(out_dtype(game)) if tol is None else check_nonnegative(tol, "tol")
     batch, L = game.batch_shape, game.num_players
     with torch.no_grad():
         a, C = game.effective(dtype)
@@ -72,15 +76,20 @@ def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None
     return Prepared(game, a, C, present, dtype, batch, L, tol)
 
 
-def regret_and_residual(a: Tensor, C: Tensor, x: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-    """Closed-form regret ``(B, L)`` and natural residual ``(B,)`` (no validation)."""
-    diag = C.diagonal(dim1=-2, dim2=-1)
-    Cx = (C @ x.unsqueeze(-1)).squeeze(-1)
-    r = a - Cx + diag * x
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    regret = torch.where(present, _regret(x, r, diag), zero)
-    residual = torch.where(present, torch.minimum(x, Cx - a).abs(), zero).amax(-1)
-    return regret, residual
+def certify(prep: Prepared, x: Tensor, idx: Tensor | None = None) -> Certificate:
+    """The certificate of flat profiles ``x`` ``(B, L)`` (``(len(idx), L)`` for batch rows ``idx``).
+
+    The formula is :func:`aggregation.games.scale_game._certify` (regret as
+    :meth:`~aggregation.ScaleGame.regret`, ``converged`` iff the regret plus its
+    rounding bound is at most ``tol`` times the payoff unit). ``x`` is judged in
+    the dtype of the returned profile: a half-precision game's profile is
+    rounded to it first (the arithmetic stays float32).
+    """
+    x = x.to(out_dtype(prep.game)).to(prep.dtype)
+    a, C, present = prep.a, prep.C, prep.present
+    if idx is not None:
+        a, C, present = a[idx], C[idx], present[idx]
+    return _certify(a, C, x, present, prep.tol)
 
 
 def check_options(
@@ -196,27 +205,50 @@ def finish(
     x_graph: Tensor | None = None,
     grad: bool = False,
     info: dict[str, Tensor] | None = None,
-    regret: Tensor | None = None,
-    residual: Tensor | None = None,
+    certificate: Certificate | None = None,
 ) -> ScaleGameResult:
     """Assemble the result for flattened ``x`` ``(B, L)`` (detached) and active set ``S``.
 
     ``x_graph``, if given, is a differentiable version of ``x`` (unrolled mode);
     otherwise, with ``grad``, ``x`` is attached by implicit differentiation.
+
+    Elements whose ``x`` diverged (not finite, or beyond the range where the
+    dtype resolves its regret: ``Certificate.diverged``)
+    are replaced by the documented fallback ``x = 0`` (uniform weights over the
+    present players) and flagged in ``info["diverged"]``. The certificate
+    (``regret``, ``residual``, ``converged``) is then computed from the profile
+    returned, rounded to its dtype; ``certificate``, if given, must have been
+    computed by :func:`certify` on exactly the values of ``x`` (it saves the
+    recomputation; ignored when the returned profile differs from ``x``).
     """
     game, batch, L = prep.game, prep.batch, prep.L
+    dtype_out = out_dtype(game)
     with torch.no_grad():
-        if regret is None or residual is None:
-            regret, residual = regret_and_residual(prep.a, prep.C, x, prep.present)
-        converged = regret.amax(-1) <= prep.tol
-        if not math.isfinite(prep.tol):
-            converged = torch.ones_like(converged)
+        if x_graph is not None:
+            x = x_graph.detach().reshape(x.shape)
+        if certificate is None or x_graph is not None or dtype_out != prep.dtype:
+            certificate = certify(prep, x)
+        diverged = certificate.diverged  # (B,)
+        if bool(diverged.any()):  # the documented fallback x = 0, judged as returned
+            idx = diverged.nonzero().squeeze(-1)
+            x = x.index_put((idx,), torch.zeros((), dtype=x.dtype, device=x.device))
+            redo = certify(prep, x[idx], idx)
+            certificate = Certificate(
+                certificate.regret.index_put((idx,), redo.regret),
+                certificate.residual.index_put((idx,), redo.residual),
+                certificate.converged.index_put((idx,), redo.converged),
+                diverged,
+            )
+        regret, residual, converged, _ = certificate
     regret = regret.reshape(*batch, L)
     residual = residual.reshape(batch)
     converged = converged.reshape(batch)
-    support = support.reshape(*batch, L)
+    diverged = diverged.reshape(batch)
+    support = (support & ~diverged.reshape(-1, 1).expand_as(support)).reshape(*batch, L)
     if x_graph is not None:
         x_out = x_graph.reshape(*batch, L)
+        zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)
+        x_out = torch.where(diverged.unsqueeze(-1), zero, x_out)
     elif grad:
         x_out = attach_implicit(game, x.reshape(*batch, L), support, converged, prep.dtype, method)
     else:
@@ -238,21 +270,23 @@ def finish(
         uniform = present.to(x_out.dtype) / count
         weights = torch.where(positive, x_out / safe, uniform)
         weights = torch.where(present, weights, zero)
-    out_dtype = game.dtype if game.dtype in (torch.float16, torch.bfloat16) else x_out.dtype
-    x_out = x_out.to(out_dtype)
-    weights = weights.to(out_dtype)
+    x_out = x_out.to(dtype_out)
+    weights = weights.to(dtype_out)
     extra = {} if info is None else {k: v.reshape(batch) for k, v in info.items()}
-    extra["zero_total"] = ~positive.squeeze(-1)
+    zero_total = ~positive.squeeze(-1)
+    extra["zero_total"] = zero_total
+    extra["diverged"] = diverged
+    extra["fallback"] = zero_total & ~converged
     if not bool(converged.all()):
         warn_not_converged(converged, method)
     return ScaleGameResult(
         strategies=tuple(x_out.unbind(-1)),
-        regret=regret.to(out_dtype),
+        regret=regret.to(dtype_out),
         converged=converged,
         iterations=iterations.reshape(batch).to(torch.int64),
         method=method,
         tol=prep.tol,
-        residual=residual.to(out_dtype),
+        residual=residual.to(dtype_out),
         info=extra,
         x=x_out,
         weights=weights,

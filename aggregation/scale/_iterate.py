@@ -2,9 +2,11 @@
 
 An iterative method is a map ``state -> state`` on tensors of shape ``(B, L)``
 (plus an iteration counter). The loop runs it on the whole flattened batch,
-checks the regret every ``check_every`` steps, records for each element the
-first check at which ``max_l regret_l <= tol``, and stops when every element
-has converged or after ``max_iter`` steps. Converged elements keep iterating
+checks the certificate every ``check_every`` steps, records for each element
+the first check at which it is certified (:func:`aggregation.scale._common.certify`)
+or found diverged (then it is stopped, replaced by the documented fallback
+``x = 0`` and reported in ``info["diverged"]``), and stops when every element
+is done or after ``max_iter`` steps. Converged elements keep iterating
 with the others (their profile only gets closer), so the loop has no per-element
 control flow and can be unrolled by autograd.
 
@@ -23,8 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..games.scale_game import ScaleGame
-from ._common import Prepared, check_options, finish, prepare, regret_and_residual, wants_grad
+from ..games.scale_game import ScaleGame, _others
+from ._common import Prepared, certify, check_options, finish, prepare, wants_grad
 from .result import ScaleGameResult
 
 __all__ = ["run_iterative"]
@@ -39,13 +41,17 @@ def _loop(
     init: Init,
     a: Tensor,
     C: Tensor,
-    present: Tensor,
-    tol: float,
+    check: Callable[[Tensor], tuple[Tensor, Tensor]] | None,
     max_iter: int,
     check_every: int,
     fixed_steps: int | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run the iteration; returns ``x (B, L)``, ``first (B,)`` iterations, ``steps`` run.
+
+    ``check(x) -> (converged (B,), diverged (B,))`` runs every ``check_every``
+    steps (not with ``fixed_steps``). An element is done at its first check that
+    certifies it, or that finds it diverged (not finite, or beyond the range the
+    dtype resolves: it is stopped there, and the result reports it).
 
     Batch invariance (without ``fixed_steps``): an element's returned profile is
     its iterate at its own first passing check (or at ``max_iter``), so it does
@@ -61,10 +67,10 @@ def _loop(
     while t < total:
         x, state = step(x, state, a, C, t)
         t += 1
-        if fixed_steps is None and (t % check_every == 0 or t == total):
+        if check is not None and fixed_steps is None and (t % check_every == 0 or t == total):
             with torch.no_grad():
-                regret, _ = regret_and_residual(a, C, x.detach(), present)
-                now = regret.amax(-1) <= tol
+                converged, diverged = check(x.detach())
+                now = converged | diverged
                 first = torch.where(now & ~done, torch.full_like(first, t), first)
                 x_first = torch.where((now & ~done).unsqueeze(-1), x, x_first)
                 done = done | now
@@ -94,18 +100,21 @@ def run_iterative(
     prep = prep or prepare(game, tol)
     iters = check_options(method, backward, differentiable, max_iter, default_iter)
     a, C, present = prep.a, prep.C, prep.present
+
+    def check(x: Tensor) -> tuple[Tensor, Tensor]:
+        cert = certify(prep, x)
+        return cert.converged, cert.diverged
+
     with torch.no_grad():
-        x, first, steps = _loop(step, init, a, C, present, prep.tol, iters, check_every, None)
+        x, first, steps = _loop(step, init, a, C, check, iters, check_every, None)
     grad = wants_grad(game, differentiable)
     x_graph = None
     if grad and backward == "unrolled":
         a_g, C_g = game.effective(prep.dtype)
         a_g = a_g.expand(*prep.batch, prep.L).reshape(-1, prep.L)
         C_g = C_g.expand(*prep.batch, prep.L, prep.L).reshape(-1, prep.L, prep.L)
-        x_graph, _, _ = _loop(
-            step, init, a_g, C_g, present, prep.tol, iters, check_every, int(steps)
-        )
+        x_graph, _, _ = _loop(step, init, a_g, C_g, None, iters, check_every, int(steps))
     with torch.no_grad():
-        w = (C @ x.unsqueeze(-1)).squeeze(-1) - a
+        w = C.diagonal(dim1=-2, dim2=-1) * x - (a - _others(C, x))  # C x - a
         support = present & (x > w)
     return finish(prep, x, support, first, method, x_graph=x_graph, grad=grad, info=info)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._small_linalg import matvec
 from .._validation import check_choice, check_int, check_positive
 from ..games.scale_game import ScaleGame
 from ._iterate import run_iterative
@@ -42,7 +43,7 @@ def _init(a: Tensor, C: Tensor) -> tuple[Tensor, tuple]:
 def _jacobi(alpha: float):
     def step(x: Tensor, state: tuple, a: Tensor, C: Tensor, t: int) -> tuple[Tensor, tuple]:
         diag = C.diagonal(dim1=-2, dim2=-1)  # (B, L)
-        r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+        r = a - matvec(C, x) + diag * x
         br = (r / diag).clamp_min(0)
         return x + alpha * (br - x), state
 
@@ -82,7 +83,9 @@ def solve_best_response(
         game: a :class:`~aggregation.ScaleGame`.
         variant: ``"gauss_seidel"`` (default) or ``"jacobi"``.
         damping: ``alpha`` in (0, 1], the step towards the best response.
-        tol: regret tolerance (payoff units); default 1e-10 / 1e-5 (float64/32).
+        tol: relative regret tolerance (in units of the game's payoff unit
+            ``U``, see :func:`~aggregation.solve_scale_game`); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype.
         max_iter: sweeps (default 2000).
         check_every: sweeps between regret checks.
         differentiable: attach ``x`` to the graph of ``a``/``C`` when they

@@ -17,10 +17,13 @@ There are ``2^L`` supports, so the solver does not try them all:
    and for float32 elements whose regret misses ``tol`` (ill-conditioned
    supports): pivoting again in float64, then, where that does not resolve
    them either, all ``2^L`` supports, each system solved with pivoted LU, the
-   feasible candidate with the smallest complementarity residual kept. This
-   makes the method exact for any ``C`` with ``L <= 8``: if an equilibrium
-   exists it is found (for a non-P-matrix there may be several; one is
-   returned), and ``converged=False`` says when none exists.
+   candidate that the certificate accepts kept (an ill-conditioned support's
+   candidate, whose regret rounding could hide, is not). This makes the method
+   exact for any ``C`` with ``L <= 8``: if an equilibrium exists that the
+   dtype resolves, it is found (for a non-P-matrix there may be several; one
+   is returned), and ``converged=False`` says when none exists. A pivot that
+   meets a singular support with nothing to flip hands the element to this
+   step; pivots never add an absent player.
 
 Each pivot solves one ``L x L`` system per element by unrolled elimination over
 the batch (:mod:`aggregation._small_linalg`), in cache-sized chunks, and only
@@ -44,13 +47,12 @@ import torch
 from torch import Tensor
 
 from .._small_linalg import lu_solve_soa, map_chunks, serial_ops
-from ..games.scale_game import ScaleGame
+from ..games.scale_game import Certificate, ScaleGame, _certify
 from ._common import (
     Prepared,
     check_options,
     finish,
     prepare,
-    regret_and_residual,
     support_solve,
     wants_grad,
 )
@@ -98,12 +100,13 @@ def _support_solve_soa(
 
 
 def _pivot_chunk(
-    C: Tensor, a: Tensor, present: Tensor | None, max_iter: int
+    C: Tensor, a: Tensor, present: Tensor | None, max_iter: int, row_max: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Principal pivoting on one chunk in SoA layout.
 
     Args:
-        C: ``(L, L, n)``; a: ``(L, n)``; present: ``(L, n)`` bool or None (all).
+        C: ``(L, L, n)``; a: ``(L, n)``; present: ``(L, n)`` bool or None (all);
+            row_max: ``(L, n)`` ``max_k |C_lk|``.
 
     Returns:
         ``x (L, n)`` (clamped at 0, zero off S), ``S (L, n)`` bool,
@@ -117,9 +120,10 @@ def _pivot_chunk(
     if present is not None:
         S = S & present
     a_scale = a.abs().amax(0)  # (n,)
-    c_scale = C.abs().amax(1).amax(0) * L  # (n,)
+    c_scale = row_max.amax(0) * L  # (n,)
     order = torch.arange(L, 0, -1, device=a.device).unsqueeze(-1)  # (L, 1): L..1
     x_out, S_out = torch.zeros_like(a), torch.zeros_like(S)
+    failed = torch.zeros(n, dtype=torch.bool, device=a.device)
     iters = torch.full((n,), 1, dtype=torch.int64, device=a.device)
     idx = None  # indices (into the chunk) of the elements still pivoting
     for it in range(max_iter):
@@ -132,14 +136,16 @@ def _pivot_chunk(
         if present is not None:
             neg_w = neg_w & present
         viol = neg_x | neg_w  # (L, m)
-        keep = viol.any(0) | bad  # (m,)
+        keep = viol.any(0)  # (m,): pivot on
+        stuck = bad & ~keep  # a singular support and nothing to flip: enumeration decides
         x = (x * S).clamp_min(0)
         if idx is None:
-            x_out, S_out = x, S
+            x_out, S_out, failed = x, S, stuck
         else:
             x_out = x_out.index_copy(1, idx, x)
             S_out = S_out.index_copy(1, idx, S)
             iters = iters.index_fill(0, idx, it + 1)
+            failed = failed.index_copy(0, idx, stuck)
         if not bool(keep.any()):
             idx = idx[:0] if idx is not None else torch.zeros(0, dtype=torch.long)
             break
@@ -155,24 +161,10 @@ def _pivot_chunk(
         a_scale, c_scale = a_scale[k], c_scale[k]
         if present is not None:
             present = present[:, k]
-    resolved = torch.ones(n, dtype=torch.bool, device=a.device)
+    resolved = ~failed
     if idx is not None and idx.numel():
         resolved = resolved.index_fill(0, idx, False)
     return x_out, S_out, iters, resolved  # type: ignore[return-value]
-
-
-def _regret_chunk(C: Tensor, a: Tensor, x: Tensor, present: Tensor | None) -> tuple[Tensor, Tensor]:
-    """SoA closed-form regret ``(L, n)`` and natural residual ``(n,)``."""
-    w = _matvec_minus(C, x, a)  # (L, n)
-    diag = torch.stack([C[i, i] for i in range(x.shape[0])], 0)  # (L, n)
-    r = torch.addcmul(-w, diag, x)  # a - sum_{k != l} C_lk x_k
-    br = r.clamp_min(0) / diag
-    regret = 0.5 * diag * (x - br).square() + (-r).clamp_min(0) * x
-    comp = torch.minimum(x, w).abs()
-    if present is not None:
-        regret = regret * present
-        comp = comp * present
-    return regret, comp.amax(0)
 
 
 def pivot_lcp(
@@ -180,37 +172,45 @@ def pivot_lcp(
     a: Tensor,
     present: Tensor | None,
     max_iter: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Principal pivoting for LCP(C, -a) on a flat batch, with regrets.
+    tol: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Certificate]:
+    """Principal pivoting for LCP(C, -a) on a flat batch, with the certificate.
 
     Args:
         C: ``(B, L, L)``; a: ``(B, L)``; present: ``(B, L)`` bool or None (all
             present; absent players stay out of the support). No graph.
         max_iter: pivots per element.
+        tol: the relative regret tolerance of the certificate.
 
     Returns:
         ``x (B, L)``, ``S (B, L)`` bool, ``iterations (B,)``, ``resolved (B,)``
-        bool (False: not resolved within ``max_iter`` pivots, singular support
-        or non-finite result), ``regret (B, L)``, ``residual (B,)``.
+        bool (False: not resolved within ``max_iter`` pivots, a singular support
+        with nothing left to flip, or a non-finite result) and the
+        :class:`~aggregation.games.scale_game.Certificate` of ``x``
+        (``_certify`` on each chunk, in the dtype of ``a``).
     """
     B, L = a.shape
     if B == 0:
         z = a.new_zeros(0)
-        return a.clone(), a > 0, z.long(), z.bool(), a.clone(), z
+        empty = Certificate(a.clone(), z, z.bool(), z.bool())
+        return a.clone(), a > 0, z.long(), z.bool(), empty
 
     def one(s: int, e: int) -> tuple[Tensor, ...]:
         Cc = C[s:e].permute(1, 2, 0).contiguous()  # (L, L, n)
         ac = a[s:e].T.contiguous()  # (L, n)
         pc = None if present is None else present[s:e].T.contiguous()
-        x, S, it, ok = _pivot_chunk(Cc, ac, pc, max_iter)
-        regret, residual = _regret_chunk(Cc, ac, x, pc)
-        ok = ok & torch.isfinite(residual)
-        return x.T, S.T, it, ok, regret.T, residual
+        row_max = Cc.abs().amax(1)  # (L, n): max_k |C_lk|
+        x, S, it, ok = _pivot_chunk(Cc, ac, pc, max_iter, row_max)
+        p = None if pc is None else pc.T
+        cert = _certify(ac.T, Cc.permute(2, 0, 1), x.T, p, tol, row_max.T)
+        ok = ok & ~cert.diverged
+        return x.T, S.T, it, ok, *cert
 
     outs = map_chunks(one, B, a.device)
-    return tuple(  # type: ignore[return-value]
+    x, S, it, ok, regret, residual, converged, diverged = (
         o[0] if len(outs) == 1 else torch.cat(o) for o in zip(*outs)
     )
+    return x, S, it, ok, Certificate(regret, residual, converged, diverged)
 
 
 def _all_supports(L: int, device: torch.device) -> Tensor:
@@ -261,52 +261,69 @@ def enumerate_lcp(C: Tensor, a: Tensor, present: Tensor) -> tuple[Tensor, Tensor
     return torch.cat(Xs), torch.cat(Fs), torch.cat(Rs), supports
 
 
-def _enumerate_best(C: Tensor, a: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The feasible support with the smallest residual: ``x``, ``S`` ``(n, L)``, ``found (n,)``."""
-    X, feasible, residual, supports = enumerate_lcp(C, a, present)
-    score = torch.where(feasible, residual, torch.full_like(residual, torch.inf))
-    best = score.argmin(-1)  # (n,)
+def _enumerate_best(
+    C: Tensor, a: Tensor, present: Tensor, tol: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The best support by its certificate: ``x``, ``S`` ``(n, L)``, ``found (n,)``.
+
+    Among the feasible candidates, one that the certificate accepts (a
+    candidate of an ill-conditioned support, whose regret rounding could hide,
+    is not accepted) with the smallest regret; else the candidate with the
+    smallest regret that has not diverged (feasible ones first). ``found``:
+    a certified candidate exists.
+    """
+    X, feasible, _, supports = enumerate_lcp(C, a, present)
+    cert = _certify(a.unsqueeze(1), C.unsqueeze(1), X, present.unsqueeze(1), tol)  # (n, K)
+    sane = ~cert.diverged
+    worst = cert.regret.amax(-1)  # (n, K)
+    worst = torch.where(torch.isfinite(worst) & sane, worst, torch.full_like(worst, torch.inf))
+    inf = torch.full_like(worst, torch.inf)
+    good = feasible & cert.converged & sane
+    # lexicographic: certified, then feasible, then the smallest regret
+    rank = torch.where(good, 0, torch.where(feasible, 1, 2))  # (n, K)
+    top = torch.where(torch.isfinite(worst), rank, 3).amin(-1, keepdim=True)  # (n, 1)
+    choice = torch.where(rank == top, worst, inf).argmin(-1)  # (n,)
     rows = torch.arange(a.shape[0], device=a.device)
-    x = X[rows, best]
-    S = supports[best] & present & (x > 0)
-    return x, S, feasible.any(-1)
+    x = X[rows, choice]
+    S = supports[choice] & present & (x > 0)
+    return x, S, good.any(-1)
 
 
 def _solve_flat(
     prep: Prepared, max_iter: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-    """x (B, L), S (B, L), iterations (B,), regret (B, L), residual (B,), info."""
+) -> tuple[Tensor, Tensor, Tensor, Certificate, dict[str, Tensor]]:
+    """x (B, L), S (B, L), iterations (B,), the certificate of x, info."""
     a, C = prep.a, prep.C
     masked = prep.game.mask is not None
     present = prep.present if masked else None
-    x, S, iters, resolved, regret, residual = pivot_lcp(C, a, present, max_iter)
+    x, S, iters, resolved, cert = pivot_lcp(C, a, present, max_iter, prep.tol)
     enumerated = ~resolved
-    fix = enumerated | ~(regret.amax(-1) <= prep.tol)
+    fix = enumerated | ~cert.converged
     refined = torch.zeros_like(enumerated)
     if bool(fix.any()):
         # enumeration for the unresolved, float64 for the inaccurate: exact on the rest
         idx = fix.nonzero().squeeze(-1)
         Cd, ad, pd = C[idx].double(), a[idx].double(), prep.present[idx]
-        xd, Sd, itd, okd, _, _ = pivot_lcp(Cd, ad, pd if masked else None, max_iter)
+        xd, Sd, itd, okd, _ = pivot_lcp(Cd, ad, pd if masked else None, max_iter, prep.tol)
         if bool((~okd).any()):
             j = (~okd).nonzero().squeeze(-1)
-            xe, Se, _ = _enumerate_best(Cd[j], ad[j], pd[j])
+            xe, Se, _ = _enumerate_best(Cd[j], ad[j], pd[j], prep.tol)
             xd = xd.index_put((j,), xe)
             Sd = Sd.index_put((j,), Se)
             itd = itd.index_put((j,), itd[j] + (1 << prep.L))
         xd = xd.to(x.dtype)
-        new_regret, new_residual = regret_and_residual(a[idx], C[idx], xd, prep.present[idx])
-        old = regret[idx].amax(-1)
-        better = ~(new_regret.amax(-1) >= old)  # also replaces NaN
+        new = _certify(a[idx], C[idx], xd, prep.present[idx], prep.tol)
+        old_ok = cert.converged[idx]
+        new_worst, old_worst = new.regret.amax(-1), cert.regret[idx].amax(-1)
+        better = (new.converged & ~old_ok) | (~old_ok & ~(new_worst >= old_worst))  # NaN: new
         take = idx[better]
         x = x.index_put((take,), xd[better])
         S = S.index_put((take,), Sd[better])
         iters = iters.index_put((take,), iters[take] + itd[better])
-        regret = regret.index_put((take,), new_regret[better])
-        residual = residual.index_put((take,), new_residual[better])
+        cert = Certificate(*(old.index_put((take,), n[better]) for old, n in zip(cert, new)))
         refined = refined.index_put((take,), torch.ones_like(take, dtype=torch.bool))
     info = {"enumerated": enumerated, "refined": refined}
-    return x, S, iters, regret, residual, info
+    return x, S, iters, cert, info
 
 
 def solve_exact(
@@ -327,8 +344,9 @@ def solve_exact(
 
     Args:
         game: a :class:`~aggregation.ScaleGame` with ``L <= 8``.
-        tol: regret tolerance (payoff units) behind ``converged``; default
-            1e-10 (float64) or 1e-5 (float32).
+        tol: relative regret tolerance behind ``converged`` (the contract of
+            :func:`~aggregation.solve_scale_game`); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype.
         max_iter: pivots before falling back to enumeration (default ``3 + 2L``).
         differentiable: attach ``x`` to the graph of ``a``/``C`` when they
             require grad.
@@ -342,7 +360,10 @@ def solve_exact(
         ``"enumerated"`` (pivoting did not resolve the element) and ``"refined"``
         (re-solved in float64, with enumeration where needed) flags. Elements without an
         equilibrium (possible only when C is not a P-matrix) have
-        ``converged=False`` and the least-infeasible candidate.
+        ``converged=False`` and the candidate of least regret (a candidate of a
+        singular or ill-conditioned support, whose regret the dtype cannot
+        resolve, is never certified; if it is all there is, it is replaced by
+        ``x = 0``, ``info["diverged"]``).
 
     Raises:
         ValueError: ``L > 8`` (use an iterative method), bad options.
@@ -358,7 +379,7 @@ def solve_exact(
         prep = prepare(game, tol)
         iters_cap = check_options("exact", backward, differentiable, max_iter, 3 + 2 * prep.L)
         with torch.no_grad():
-            x, S, iters, regret, residual, info = _solve_flat(prep, iters_cap)
+            x, S, iters, cert, info = _solve_flat(prep, iters_cap)
         grad = wants_grad(game, differentiable)
         x_graph = None
         if grad and backward == "unrolled":
@@ -372,6 +393,5 @@ def solve_exact(
             x_graph=x_graph,
             grad=grad,
             info=info,
-            regret=regret,
-            residual=residual,
+            certificate=cert,
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._small_linalg import matvec, ordered_sum
 from .._validation import check_int, check_positive
 from ..games.scale_game import ScaleGame
 from ._iterate import run_iterative
@@ -30,13 +31,13 @@ __all__ = ["solve_extragradient"]
 
 def _make(step_size: float):
     def init(a: Tensor, C: Tensor) -> tuple[Tensor, tuple]:
-        eta = step_size / C.square().sum((-1, -2)).sqrt().unsqueeze(-1)  # (B, 1)
+        eta = step_size / ordered_sum(C.square().flatten(-2).unbind(-1)).sqrt().unsqueeze(-1)
         return a.new_zeros(a.shape), (eta,)
 
     def step(x: Tensor, state: tuple, a: Tensor, C: Tensor, t: int) -> tuple[Tensor, tuple]:
         (eta,) = state
-        y = (x - eta * ((C @ x.unsqueeze(-1)).squeeze(-1) - a)).clamp_min(0)
-        x = (x - eta * ((C @ y.unsqueeze(-1)).squeeze(-1) - a)).clamp_min(0)
+        y = (x - eta * (matvec(C, x) - a)).clamp_min(0)
+        x = (x - eta * (matvec(C, y) - a)).clamp_min(0)
         return x, state
 
     return init, step
@@ -57,7 +58,9 @@ def solve_extragradient(
     Args:
         game: a :class:`~aggregation.ScaleGame`.
         step_size: ``eta * ||C||_F``, in (0, 1).
-        tol: regret tolerance (payoff units); default 1e-10 / 1e-5 (float64/32).
+        tol: relative regret tolerance (in units of the game's payoff unit
+            ``U``, see :func:`~aggregation.solve_scale_game`); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype.
         max_iter: iterations (default 5000).
         check_every: iterations between regret checks.
         differentiable, backward: as in :func:`~aggregation.solve_scale_game`.

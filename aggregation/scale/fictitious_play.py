@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._small_linalg import matvec
 from .._validation import check_int
 from ..games.scale_game import ScaleGame
 from ._iterate import run_iterative
@@ -34,7 +35,7 @@ def _init(a: Tensor, C: Tensor) -> tuple[Tensor, tuple]:
 
 def _step(x: Tensor, state: tuple, a: Tensor, C: Tensor, t: int) -> tuple[Tensor, tuple]:
     diag = C.diagonal(dim1=-2, dim2=-1)  # (B, L)
-    r = a - (C @ x.unsqueeze(-1)).squeeze(-1) + diag * x
+    r = a - matvec(C, x) + diag * x  # batch-invariant arithmetic
     br = (r / diag).clamp_min(0)
     return x + (br - x) / (t + 1), state
 
@@ -52,7 +53,9 @@ def solve_fictitious_play(
 
     Args:
         game: a :class:`~aggregation.ScaleGame`.
-        tol: regret tolerance (payoff units); default 1e-10 / 1e-5 (float64/32).
+        tol: relative regret tolerance (in units of the game's payoff unit
+            ``U``, see :func:`~aggregation.solve_scale_game`); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype.
         max_iter: iterations (default 20000).
         check_every: iterations between regret checks.
         differentiable, backward: as in :func:`~aggregation.solve_scale_game`.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._small_linalg import matvec, ordered_sum
 from .._validation import check_int
 from ..games.scale_game import ScaleGame
 from ._common import prepare
@@ -33,7 +34,7 @@ __all__ = ["solve_potential"]
 
 
 def _init(a: Tensor, C: Tensor) -> tuple[Tensor, tuple]:
-    eta = 1.0 / C.abs().sum(-1).amax(-1, keepdim=True)  # (B, 1), 1 / Gershgorin bound
+    eta = 1.0 / ordered_sum(C.abs().unbind(-1)).amax(-1, keepdim=True)  # (B, 1), Gershgorin
     x = torch.zeros_like(a)
     theta = torch.ones_like(eta)
     return x, (x, theta, eta)
@@ -43,9 +44,9 @@ def _step(x: Tensor, state: tuple, a: Tensor, C: Tensor, t: int) -> tuple[Tensor
     x_prev, theta, eta = state
     theta_next = 0.5 * (1 + (1 + 4 * theta.square()).sqrt())
     y = x + ((theta - 1) / theta_next) * (x - x_prev)
-    grad = (C @ y.unsqueeze(-1)).squeeze(-1) - a  # gradient of -Phi at y
+    grad = matvec(C, y) - a  # gradient of -Phi at y (batch-invariant arithmetic)
     x_new = (y - eta * grad).clamp_min(0)
-    restart = ((y - x_new) * (x_new - x)).sum(-1, keepdim=True) > 0  # (B, 1)
+    restart = ordered_sum(((y - x_new) * (x_new - x)).unbind(-1)).unsqueeze(-1) > 0  # (B, 1)
     theta_next = torch.where(restart, torch.ones_like(theta_next), theta_next)
     x_hold = torch.where(restart, x_new, x)  # a restart forgets the momentum
     return x_new, (x_hold, theta_next, eta)
@@ -65,7 +66,9 @@ def solve_potential(
     Args:
         game: a :class:`~aggregation.ScaleGame` with symmetric ``C`` (to a
             relative ``1000 eps``).
-        tol: regret tolerance (payoff units); default 1e-10 / 1e-5 (float64/32).
+        tol: relative regret tolerance (in units of the game's payoff unit
+            ``U``, see :func:`~aggregation.solve_scale_game`); default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype.
         max_iter: iterations (default 5000).
         check_every: iterations between regret checks.
         differentiable, backward: as in :func:`~aggregation.solve_scale_game`.

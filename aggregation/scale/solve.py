@@ -9,6 +9,7 @@ import torch
 from .._validation import check_choice, describe
 from ..games.scale_game import ScaleGame
 from .best_response import solve_best_response
+from .enumeration import solve_enumeration
 from .exact import solve_exact
 from .extragradient import solve_extragradient
 from .fictitious_play import solve_fictitious_play
@@ -17,7 +18,14 @@ from .result import ScaleGameResult
 
 __all__ = ["METHODS", "check_monotone", "solve_scale_game"]
 
-METHODS = ("exact", "best_response", "fictitious_play", "extragradient", "potential")
+METHODS = (
+    "exact",
+    "enumeration",
+    "best_response",
+    "fictitious_play",
+    "extragradient",
+    "potential",
+)
 _NEEDS_MONOTONE = ("best_response", "fictitious_play", "extragradient", "potential")
 
 
@@ -58,6 +66,10 @@ def solve_scale_game(
 
     * ``"exact"``: principal pivoting with support enumeration, ``L <= 8``;
       exact for any C (:func:`~aggregation.scale.exact.solve_exact`).
+    * ``"enumeration"``: all ``2^L - 1`` supports solved at once, ``L <= 8``;
+      a fixed amount of work and no host reads, so it compiles
+      (``torch.compile(fullgraph=True)``); exact for P-matrix C, the documented
+      fallback otherwise (:mod:`aggregation.scale.enumeration`).
     * ``"best_response"``: Jacobi / Gauss-Seidel best-response dynamics, damped
       (options ``variant``, ``damping``, ``check_every``).
     * ``"fictitious_play"``: running average of best responses (option
@@ -70,8 +82,18 @@ def solve_scale_game(
     Args:
         game: a :class:`~aggregation.ScaleGame`.
         method: one of the above.
-        tol: regret tolerance (payoff units) behind ``converged``; default
-            1e-10 in float64, 1e-5 in float32 (half input computes in float32).
+        tol: relative regret tolerance behind ``converged``; default
+            :func:`~aggregation.tolerance.default_tol` of the returned dtype
+            (1e-9 float64, 1e-5 float32, 1e-2 float16, 3e-2 bfloat16; half input
+            computes in float32 but is judged on the rounded profile it returns).
+            The contract: ``converged`` iff ``max_l (regret_l + e_l) <= tol * U``,
+            where ``U = max_l a_l^2 / C_ll`` over present players is the game's
+            payoff unit (:meth:`~aggregation.ScaleGame.payoff_unit`; a game and
+            its copy scaled by any ``s > 0`` get the same verdict) and ``e_l``
+            bounds the rounding error of ``regret_l`` (so a profile whose regret
+            cancellation hides is never certified). ``regret`` itself is
+            reported in payoff units, exactly as :meth:`~aggregation.ScaleGame.regret`
+            computes it from the returned ``x``.
         max_iter: iteration (or pivot) budget; method-specific default.
         differentiable: attach the result to the graph of ``a`` and ``C`` when
             they require grad.
@@ -87,7 +109,11 @@ def solve_scale_game(
         ``.weights``, ``.strategies``, ``.regret``, ``.converged``,
         ``.iterations``, ``.residual``; elements that did not converge are
         flagged (and a ``RuntimeWarning`` is raised once), and get zero
-        gradients under implicit differentiation.
+        gradients under implicit differentiation. An iteration that diverges
+        (not finite, or beyond what the dtype resolves) is stopped, its profile
+        replaced by ``x = 0`` and flagged in ``info["diverged"]``; the uniform
+        weights given to an uncertified zero profile are flagged in
+        ``info["fallback"]``.
 
     Example:
         >>> import torch
@@ -105,6 +131,7 @@ def solve_scale_game(
         check_monotone(game)
     solver = {
         "exact": solve_exact,
+        "enumeration": solve_enumeration,
         "best_response": solve_best_response,
         "fictitious_play": solve_fictitious_play,
         "extragradient": solve_extragradient,

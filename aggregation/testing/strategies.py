@@ -16,6 +16,8 @@ construction*, not by filtering:
 * :func:`scale_game_params` / :func:`scale_games`: ``(a, C)`` with
   ``lambda_min((C + C^T)/2) >= margin`` (strongly monotone by construction),
   symmetric or not, optionally with nonnegative entries and a player mask;
+* :func:`degenerate_scale_game_params`: scale games outside the monotone
+  assumption on purpose (singular PSD, indefinite, near-singular ``C``);
 * :func:`planted_scale_games`: scale games with a known equilibrium ``x``
   (``a = C x - s`` with complementary slack ``s``), strict or degenerate;
 * :func:`simplex_qps`: convex aggregation problems ``(a, Q)``, Q symmetric
@@ -40,7 +42,9 @@ __all__ = [
     "PlantedScaleGame",
     "ScaleGameParams",
     "SimplexQP",
+    "DEGENERATE_SCALE_KINDS",
     "degenerate_games",
+    "degenerate_scale_game_params",
     "mixed_profiles",
     "normal_form_games",
     "planted_scale_games",
@@ -410,6 +414,73 @@ def scale_game_params(
         m = draw(hnp.arrays(np.bool_, (*batch, L)))
         keep = draw(st.integers(0, L - 1))
         m[..., keep] = True  # at least one present player everywhere
+        mask = torch.from_numpy(m)
+    return ScaleGameParams(torch.from_numpy(a).to(dtype), torch.from_numpy(C).to(dtype), mask)
+
+
+DEGENERATE_SCALE_KINDS = ("singular", "indefinite", "near_singular")
+_SCALES_DEGENERATE = st.integers(2, 4)
+
+
+@st.composite
+def degenerate_scale_game_params(
+    draw: Any,
+    num_scales: int | st.SearchStrategy[int] = _SCALES_DEGENERATE,
+    *,
+    batch_shape: tuple[int, ...] | st.SearchStrategy[tuple[int, ...]] = (),
+    kind: str | None = None,
+    masked: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> ScaleGameParams:
+    """``(a, C, mask)`` of a scale game *outside* the monotone assumption, on purpose.
+
+    ``kind`` (drawn from :data:`DEGENERATE_SCALE_KINDS` when None):
+
+    * ``"singular"``: ``C = V V^T`` with ``V`` of rank ``1..L-1`` (symmetric
+      positive semidefinite and singular: an equilibrium may not exist, and
+      the support systems are singular);
+    * ``"indefinite"``: ``C`` symmetric or not with indefinite symmetric part
+      (several equilibria or none);
+    * ``"near_singular"``: ``V V^T + delta I`` with ``delta`` in ``[1e-9, 1e-5]``
+      (ill-conditioned support systems).
+
+    The diagonal is kept positive (at least ``1e-3``), as :class:`ScaleGame`
+    requires; ``a`` has entries in ``[-1, 2]`` (rounded to 2 decimals). Solvers
+    must never certify a wrong profile on these games.
+    """
+    dtype = _check_dtype(dtype)
+    L = draw(_ints(num_scales, "num_scales", 1))
+    batch = draw(_shapes(batch_shape, "batch_shape"))
+    if kind is None:
+        kind = draw(st.sampled_from(DEGENERATE_SCALE_KINDS))
+    elif kind not in DEGENERATE_SCALE_KINDS:
+        raise ValueError(f"kind must be one of {DEGENERATE_SCALE_KINDS} or None; got {kind!r}")
+    entries = st.floats(-1.0, 1.0, allow_nan=False).map(lambda v: round(v, 2))
+    if kind == "indefinite":
+        R = draw(hnp.arrays(np.float64, (*batch, L, L), elements=entries))
+        if draw(st.booleans()):
+            R = 0.5 * (R + np.swapaxes(R, -1, -2))
+        C = R.copy()
+    else:
+        rank = draw(st.integers(1, max(1, L - 1)))
+        V = draw(hnp.arrays(np.float64, (*batch, L, rank), elements=entries))
+        C = V @ np.swapaxes(V, -1, -2)
+        if kind == "near_singular":
+            C = C + draw(st.floats(1e-9, 1e-5)) * np.eye(L)
+    diag = np.einsum("...ii->...i", C)
+    bump = np.where(diag < 1e-3, 1e-3 - diag, 0.0)  # a positive diagonal, as ScaleGame needs
+    C = C + bump[..., None] * np.eye(L)
+    a = draw(
+        hnp.arrays(
+            np.float64,
+            (*batch, L),
+            elements=st.floats(-1.0, 2.0, allow_nan=False).map(lambda v: round(v, 2)),
+        )
+    )
+    mask = None
+    if masked:
+        m = draw(hnp.arrays(np.bool_, (*batch, L)))
+        m[..., draw(st.integers(0, L - 1))] = True
         mask = torch.from_numpy(m)
     return ScaleGameParams(torch.from_numpy(a).to(dtype), torch.from_numpy(C).to(dtype), mask)
 

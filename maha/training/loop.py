@@ -339,21 +339,33 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, label: str = "resume checkpoint"
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train` (on the CPU).
+
+    Args:
+        path: the checkpoint file.
+        label: how error messages name it (the caller's option or argument).
+
+    Returns:
+        The dict :func:`train` saved: ``train_config`` (:meth:`TrainConfig.to_dict`, which
+        is all :func:`maha.load_model` needs to rebuild the model), ``model`` (its
+        ``state_dict``), ``optimizer``, ``scheduler``, ``sampler``, ``rng``, ``history``,
+        ``step``.
 
     Raises:
         ValueError: the file does not exist or is not a checkpoint of this trainer.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"resume checkpoint {str(path)!r} does not exist")
+        raise ValueError(f"{label} {str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(f"resume checkpoint {str(path)!r} could not be read: {err}") from None
+        raise ValueError(f"{label} {str(path)!r} could not be read: {err}") from None
     if not isinstance(state, dict) or "train_config" not in state or "model" not in state:
-        raise ValueError(f"resume checkpoint {str(path)!r} was not written by maha.training")
+        raise ValueError(f"{label} {str(path)!r} was not written by maha.training")
     return state
 
 
