@@ -1,28 +1,50 @@
-"""Language-model quality on real text: MAHA's fusion strategies against full and local attention.
+"""Language-model quality on real text: MAHA's fusion strategies against full, local attention
+and H-Transformer-1D, over seeds, at 1,024 and 4,096 bytes per window.
 
-Every variant trains a causal byte-level model on the Python standard library's source files
-(split into train and validation by file, :mod:`maha.training.data`) for the same number of
-steps on the same batches (same seed, same data order), at about the same parameter count, and
-is evaluated on the same validation windows in bits per byte. Each variant runs in its own
-process (``python -m maha.training``), so its peak memory is its own.
+Every run trains a causal byte-level model on the Python standard library's source files
+(split into train and validation by file, :mod:`maha.training.data`) and is evaluated on the
+same validation windows in bits per byte. Within a seed every variant sees the same batches in
+the same order; seeds change the initialisation and the data order. Each run trains in its
+own process (``python -m maha.training``; the peer through ``benchmarks/peers/h_transformer.py``
+with the library's training loop), so its peak memory is its own.
 
-Parameter matching: the MAHA variants share one architecture; ``full`` and ``local`` have no
-per-scale projections, decomposition or fusion, so their feed-forward width (``--ffn-mult``) is
-raised to the integer that brings their parameter count closest to ``maha-nash``'s (disable
-with ``--no-match-params``).
+Grids: at 1,024 bytes per window, 1,500 steps x 4 windows (6.1M training bytes) for
+``full``, ``local``, ``maha-nash``, ``maha-convex``, ``maha-softmax`` and
+``peer-htransformer``, seeds 0, 1, 2; with ``--long``, 4,096 bytes per window with the same
+number of steps and of training bytes (batch 4 x 1,024 / 4,096 = 1 window per step) for
+``full``, ``local``, ``maha-nash``, ``maha-softmax`` and ``peer-htransformer``, seeds 0, 1.
 
-Writes ``lm_quality.json`` (one entry per variant: ``val_bpb``, ``tokens_per_s``,
-``peak_mem_mb``, parameters, curves), ``lm_quality.md`` (a table with ratios against full
-attention measured in the same run) and ``lm_quality.png`` (validation curves).
+Parameter matching: the MAHA variants share one architecture; ``full``, ``local`` and the peer
+have no per-scale projections, decomposition or fusion, so their feed-forward width
+(``--ffn-mult``) is raised to the integer that brings their parameter count closest to
+``maha-nash``'s (disable with ``--no-match-params``).
 
-    python benchmarks/lm_quality.py            # about 10 minutes on an idle 2-core CPU
-    python benchmarks/lm_quality.py --quick    # seconds: a smoke test on a tiny model
+Cache: every finished run is written (atomically) to
+``<out-dir>/lm_runs/<variant>_seed<k>_<key>.json``, where ``key`` is a hash of every setting
+that changes a run's result (the ``settings`` stored in the file); a run whose file exists is
+never trained again (``--retrain`` forces it). The report (``lm_quality.md``, ``.json``,
+``.png``) is rebuilt from the cached runs after each run and with ``--report-only``; the runs of
+the grids that are not cached yet are listed as missing.
+
+Statistics: per variant the mean and the sample standard deviation (``n - 1``) over seeds. A
+claim "A beats B" (lower bits per byte) is *met* when ``mean_B - mean_A > 2 s`` with
+``s = sqrt(sd_A^2 / n_A + sd_B^2 / n_B)``, *missed* when ``mean_A - mean_B > 2 s``, *not
+distinguishable* otherwise, and *insufficient seeds* when ``n_A < 2`` or ``n_B < 2``; "A within
+``tol`` of B" is met when ``|mean_A - mean_B| + 2 s <= tol`` and missed when
+``|mean_A - mean_B| - 2 s > tol``.
+
+    python benchmarks/lm_quality.py                 # the 1,024 grid: about 10 min a run, 1 core
+    python benchmarks/lm_quality.py --long          # the 4,096 grid
+    python benchmarks/lm_quality.py --variants maha-nash full --seeds 0    # a subset
+    python benchmarks/lm_quality.py --report-only   # rebuild the report from the cache
+    python benchmarks/lm_quality.py --quick         # seconds: a smoke test on a tiny model
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -36,18 +58,27 @@ from typing import Any
 
 import torch
 
-from maha import MAHAConfig, build_model
-from maha.training import load_checkpoint, load_corpus
+from maha import MAHAConfig, build_model, load_model
+from maha.model import VARIANTS
+from maha.training import TrainConfig, load_checkpoint, load_corpus
 
-DEFAULT_VARIANTS = (
-    "full",
-    "local",
-    "maha-nash",
-    "maha-softmax",
-    "maha-convex",
-    "maha-fictitious_play",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import h_transformer as peer  # noqa: E402
+
+#: Training order of the 1,024 grid (priority: the layer's default first).
+DEFAULT_VARIANTS = ("maha-nash", "full", "maha-softmax", "local", "maha-convex", peer.VARIANT)
+LONG_VARIANTS = ("maha-nash", "full", "maha-softmax", "local", peer.VARIANT)
+DEFAULT_SEEDS = (0, 1, 2)
+LONG_SEEDS = (0, 1)
+#: Row order of the tables.
+TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax")
+GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response")
+#: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
+WITHIN_BPB = 0.02
+#: Version of the cached-run format and of the grid's meaning; part of every key.
+SCHEMA = 1
 RESULTS = Path(__file__).resolve().parent / "results"
+COMMAND = "python benchmarks/lm_quality.py && python benchmarks/lm_quality.py --long"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,10 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
-    p.add_argument("--steps", type=int, default=250)
+    p.add_argument(
+        "--variants", nargs="+", default=None, help="default: the grid's (training order)"
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the grid's")
+    p.add_argument("--long", action="store_true", help="train the --long-seq-len grid")
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument(
+        "--long-seq-len",
+        type=int,
+        default=4096,
+        help="window of the long grid; its batch is batch-size x seq-len / long-seq-len",
+    )
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--n-head", type=int, default=4)
@@ -73,13 +114,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="iteration budget of the fusion solvers: binds only for fictitious play, whose "
         "O(t^-lambda) convergence would otherwise take its default 20,000 iterations per step",
     )
+    p.add_argument(
+        "--peer-block-size",
+        type=int,
+        default=None,
+        help="H-Transformer-1D's diagonal block N_r (default: --window)",
+    )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup-steps", type=int, default=20)
-    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-sequences", type=int, default=32)
     p.add_argument("--max-bytes", type=int, default=None, help="sample of the corpus")
     p.add_argument("--data", default="stdlib")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
         type=int,
@@ -88,77 +134,264 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "than 1 whenever another process shared the 2 cores)",
     )
     p.add_argument("--no-match-params", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--retrain", action="store_true", help="train selected runs even if cached")
+    p.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=f"default: {RESULTS} (with --quick: a new temporary folder)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     args = p.parse_args(argv)
     if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
         args.threads = 1
         args.steps, args.batch_size, args.seq_len, args.warmup_steps = 4, 2, 64, 1
+        args.long_seq_len = 128
         args.d_model, args.n_layer, args.n_head, args.window = 32, 1, 2, 16
         args.num_scales, args.eval_every, args.eval_sequences = 3, 2, 4
         args.max_bytes = args.max_bytes or 100_000
+        args.seeds = args.seeds or [0]
+        if args.out_dir is None:  # a smoke test never touches the committed results
+            args.out_dir = Path(tempfile.mkdtemp(prefix="lm_quality_quick_"))
+    args.out_dir = RESULTS if args.out_dir is None else args.out_dir
+    known = (*VARIANTS, peer.VARIANT)
+    for name in args.variants or ():
+        if name not in known:
+            p.error(f"--variants: expected names among {', '.join(known)}; received {name!r}")
+    if args.seeds is not None and any(s < 0 for s in args.seeds):
+        p.error(f"--seeds: expected integers >= 0; received {args.seeds}")
+    if (args.batch_size * args.seq_len) % args.long_seq_len:
+        p.error(
+            "--long-seq-len must divide --batch-size x --seq-len (the same training bytes per "
+            f"step); received {args.long_seq_len} for {args.batch_size} x {args.seq_len}"
+        )
     return args
 
 
-def model_config(args: argparse.Namespace, ffn_mult: int = 4) -> MAHAConfig:
+# -- settings and the cache ----------------------------------------------------------------
+
+
+def grid_settings(args: argparse.Namespace, long: bool) -> dict[str, Any]:
+    """Every setting that changes a run's result, for the 1,024 (or the ``long``) grid."""
+    seq_len = args.long_seq_len if long else args.seq_len
+    corpus = "stdlib" if args.data == "stdlib" else str(Path(args.data).resolve())
+    return {
+        "schema": SCHEMA,
+        "data": corpus,
+        "python": ".".join(platform.python_version_tuple()[:2]) if corpus == "stdlib" else None,
+        "max_bytes": args.max_bytes,
+        "steps": args.steps,
+        "batch_size": args.batch_size * args.seq_len // seq_len,
+        "seq_len": seq_len,
+        "d_model": args.d_model,
+        "n_layer": args.n_layer,
+        "n_head": args.n_head,
+        "num_scales": args.num_scales,
+        "window": args.window,
+        "mu": args.mu,
+        "gating": args.gating,
+        "solver_max_iter": args.solver_max_iter,
+        "peer_block_size": args.peer_block_size or args.window,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "eval_every": args.eval_every,
+        "eval_sequences": args.eval_sequences,
+        "match_params": not args.no_match_params,
+    }
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A stable 12-hex-digit hash of ``settings`` (sorted JSON)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_path(out_dir: Path, variant: str, seed: int, settings: dict[str, Any]) -> Path:
+    return out_dir / "lm_runs" / f"{variant}_seed{seed}_{settings_key(settings)}.json"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file in its folder and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the results from others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_runs(out_dir: Path, settings: dict[str, Any]) -> dict[str, dict[int, dict]]:
+    """The cached runs of ``settings``: ``{variant: {seed: record}}``."""
+    key = settings_key(settings)
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted((out_dir / "lm_runs").glob(f"*_seed*_{key}.json")):
+        record = json.loads(path.read_text())
+        if record.get("settings") == settings:  # a hash collision never mixes grids
+            runs.setdefault(record["variant"], {})[record["seed"]] = record
+    return runs
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def model_config(settings: dict[str, Any], ffn_mult: int = 4) -> MAHAConfig:
     return MAHAConfig(
-        block_size=args.seq_len,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_model=args.d_model,
-        num_scales=args.num_scales,
-        window=args.window,
+        block_size=settings["seq_len"],
+        n_layer=settings["n_layer"],
+        n_head=settings["n_head"],
+        d_model=settings["d_model"],
+        num_scales=settings["num_scales"],
+        window=settings["window"],
         ffn_mult=ffn_mult,
-        mu=args.mu,
-        gating=args.gating,
-        solver_max_iter=args.solver_max_iter,
+        mu=settings["mu"],
+        gating=settings["gating"],
+        solver_max_iter=settings["solver_max_iter"],
     )
 
 
-def count_parameters(variant: str, config: MAHAConfig) -> int:
+def count_parameters(variant: str, config: MAHAConfig, peer_block_size: int) -> int:
+    if variant == peer.VARIANT:
+        return peer.count_parameters(config, peer_block_size)
     with torch.device("meta"):
         model = build_model(variant, config)
     return sum(p.numel() for p in model.parameters())
 
 
-def matched_ffn_mult(variant: str, args: argparse.Namespace, target: int) -> int:
-    """The FFN multiplier in 1..16 whose parameter count is closest to ``target``."""
+def ffn_mult_for(variant: str, settings: dict[str, Any]) -> int:
+    """4 for the MAHA variants; for the others (when matching) the multiplier in 1..16 whose
+    parameter count is closest to ``maha-nash``'s."""
+    if variant.startswith("maha-") or not settings["match_params"]:
+        return 4
+    block = settings["peer_block_size"]
+    target = count_parameters("maha-nash", model_config(settings), block)
     return min(
         range(1, 17),
-        key=lambda m: abs(count_parameters(variant, model_config(args, m)) - target),
+        key=lambda m: abs(count_parameters(variant, model_config(settings, m), block) - target),
     )
 
 
-def train_variant(
-    variant: str, ffn_mult: int, args: argparse.Namespace, workdir: Path
-) -> dict[str, object]:
-    out = workdir / f"{variant}.json"
-    ckpt = workdir / variant
-    cmd = [
-        sys.executable, "-m", "maha.training",
-        "--variant", variant, "--data", args.data, "--seq-len", str(args.seq_len),
-        "--d-model", str(args.d_model), "--n-layer", str(args.n_layer),
-        "--n-head", str(args.n_head), "--num-scales", str(args.num_scales),
-        "--window", str(args.window), "--ffn-mult", str(ffn_mult),
-        "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-        "--warmup-steps", str(args.warmup_steps), "--mu", str(args.mu),
-        "--solver-max-iter", str(args.solver_max_iter),
-        "--eval-every", str(args.eval_every), "--eval-sequences", str(args.eval_sequences),
-        "--seed", str(args.seed), "--device", "cpu", "--json-out", str(out),
-        "--checkpoint-dir", str(ckpt),
-    ]  # fmt: skip
-    if args.max_bytes:
-        cmd += ["--max-bytes", str(args.max_bytes)]
-    if args.gating:
-        cmd += ["--gating"]
-    threads = str(args.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+def train_config(variant: str, seed: int, settings: dict[str, Any], ffn_mult: int) -> TrainConfig:
+    """The run's :class:`TrainConfig` (the peer trains the ``full`` backbone's config)."""
+    return TrainConfig(
+        variant="full" if variant == peer.VARIANT else variant,
+        model=model_config(settings, ffn_mult),
+        data=None if settings["data"] == "stdlib" else settings["data"],
+        max_bytes=settings["max_bytes"],
+        seq_len=settings["seq_len"],
+        steps=settings["steps"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        warmup_steps=settings["warmup_steps"],
+        eval_every=settings["eval_every"],
+        eval_sequences=settings["eval_sequences"],
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
+
+
+#: TrainConfig fields that do not change a run's result.
+_NOT_RESULT = ("device", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "resume",
+               "progress", "json_out")  # fmt: skip
+
+
+def _result_fields(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _NOT_RESULT}
+
+
+def _cli_args(config: TrainConfig) -> list[str]:
+    m = config.model
+    return [
+        "--variant", config.variant, "--data", "stdlib" if config.data is None else config.data,
+        "--val-fraction", str(config.val_fraction), "--seq-len", str(config.seq_len),
+        "--d-model", str(m.d_model), "--n-layer", str(m.n_layer), "--n-head", str(m.n_head),
+        "--num-scales", str(m.num_scales), "--ratio", str(m.ratio), "--window", str(m.window),
+        "--block-size", str(m.block_size), "--decomposition", m.decomposition,
+        "--mu", str(m.mu), "--solver-max-iter", str(m.solver_max_iter),
+        "--dropout", str(m.dropout), "--ffn-mult", str(m.ffn_mult),
+        "--steps", str(config.steps), "--batch-size", str(config.batch_size),
+        "--lr", str(config.lr), "--min-lr-ratio", str(config.min_lr_ratio),
+        "--warmup-steps", str(config.warmup_steps), "--weight-decay", str(config.weight_decay),
+        "--grad-clip", str(config.grad_clip), "--seed", str(config.seed), "--device", "cpu",
+        "--dtype", config.dtype, "--eval-every", str(config.eval_every),
+        "--eval-sequences", str(config.eval_sequences), "--no-progress",
+    ] + (["--max-bytes", str(config.max_bytes)] if config.max_bytes else []) + (
+        ["--gating"] if m.gating else []
+    ) + (["--asymmetric"] if m.asymmetric else [])  # fmt: skip
+
+
+def train_run(
+    variant: str, seed: int, settings: dict[str, Any], threads: int, workdir: Path
+) -> dict[str, Any]:
+    """Train one run in a subprocess; the record that the cache stores."""
+    ffn = ffn_mult_for(variant, settings)
+    config = train_config(variant, seed, settings, ffn)
+    out, ckpt = workdir / "run.json", workdir / "ckpt"
+    if variant == peer.VARIANT:
+        config_path = workdir / "config.json"
+        config_path.write_text(json.dumps(config.to_dict()))
+        script = Path(peer.__file__).resolve()
+        block = str(settings["peer_block_size"])
+        cmd = [sys.executable, str(script), "--train-config", str(config_path),
+               "--json-out", str(out), "--peer-block-size", block]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "maha.training", *_cli_args(config),
+               "--json-out", str(out), "--checkpoint-dir", str(ckpt)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    code = code_fingerprint()  # the library as the subprocess imports it
+    started = time.perf_counter()
+    done = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"{variant} seed {seed} failed:\n{done.stderr[-3000:]}")
+    child = json.loads(out.read_text())
+    if _result_fields(child["config"]) != _result_fields(config.to_dict()):
+        raise RuntimeError(
+            f"{variant} seed {seed}: the trainer ran another configuration than the key's:\n"
+            f"{_result_fields(child['config'])}\nvs\n{_result_fields(config.to_dict())}"
+        )
+    fusion = None
+    if variant.startswith("maha-"):
+        fusion = fusion_summary(sorted(ckpt.glob("ckpt_*.pt"))[-1], settings)
+    return {
+        "schema": SCHEMA,
+        "variant": variant,
+        "seed": seed,
+        "settings_key": settings_key(settings),
+        "settings": settings,
+        "train_config": child["config"],
+        "ffn_mult": ffn,
+        "num_parameters": child["num_parameters"],
+        "val_bpb": child["val_bpb"],
+        "val_curve": child["val_curve"],
+        "train_loss": child["train_loss"],
+        "tokens_seen": child["tokens_seen"],
+        "tokens_per_s": child["tokens_per_s"],
+        "peak_mem_mb": child["peak_mem_mb"],
+        "start_mem_mb": child["start_mem_mb"],
+        "train_seconds": child["train_seconds"],
+        "wall_seconds": wall,
+        "threads": threads,
+        "load_average_before": load_before,
+        "machine": machine(),
+        "code": code,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "fusion": fusion,
+    }
 
 
 @torch.no_grad()
-def fusion_summary(checkpoint: Path, args: argparse.Namespace) -> list[dict[str, object]] | None:
+def fusion_summary(checkpoint: Path, settings: dict[str, Any]) -> list[dict[str, object]] | None:
     """Per layer: how the trained model fuses its scales on validation text.
 
     Over the positions where every scale is present and every head: the mean weight of each
@@ -166,18 +399,15 @@ def fusion_summary(checkpoint: Path, args: argparse.Namespace) -> list[dict[str,
     of weights that are exactly zero, and for game strategies the largest regret and the
     share of solves flagged converged. ``None`` for models without a multiscale fusion.
     """
-    state = load_checkpoint(checkpoint)
-    config = MAHAConfig.from_dict(state["train_config"]["model"])
-    variant = state["train_config"]["variant"]
+    variant = load_checkpoint(checkpoint)["train_config"]["variant"]
     if not variant.startswith("maha-"):
         return None
-    model: Any = build_model(variant, config)
-    model.load_state_dict(state["model"])
-    model.eval()
-    corpus = load_corpus(None if args.data == "stdlib" else args.data, max_bytes=args.max_bytes)
-    total = corpus.val.num_sequences(args.seq_len)
+    model: Any = load_model(checkpoint)  # in eval mode
+    data = None if settings["data"] == "stdlib" else settings["data"]
+    corpus = load_corpus(data, max_bytes=settings["max_bytes"])
+    total = corpus.val.num_sequences(settings["seq_len"])
     picks = torch.linspace(0, total - 1, min(2, total)).round().long().unique()
-    x, _ = corpus.val.batch(picks, args.seq_len)  # (b, T)
+    x, _ = corpus.val.batch(picks, settings["seq_len"])  # (b, T)
     h = model.drop(model.wte(x) + model.wpe(torch.arange(x.shape[1])))  # (b, T, d)
     layers = []
     for block in model.blocks:
@@ -199,6 +429,20 @@ def fusion_summary(checkpoint: Path, args: argparse.Namespace) -> list[dict[str,
     return layers
 
 
+def code_fingerprint() -> str:
+    """A hash of the library's and the peer's sources (``maha``, ``aggregation``, ``peers``).
+
+    Stored with each run, not part of its key: a change of the code does not retrain the
+    cache, but the report can tell runs of different code apart.
+    """
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in (root / "maha", root / "aggregation", Path(peer.__file__).parent):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine() -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -217,42 +461,304 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_markdown(report: dict, path: Path) -> None:
-    rows = report["variants"]
-    full = rows.get("full")
-    s = report["settings"]
+def peer_checks(settings: dict[str, Any]) -> dict[str, Any]:
+    """H-Transformer-1D at the grid's length: causality (float64, a small width) and reach.
+
+    ``max_logit_change``: the largest change of the logits at positions ``<= t`` when the
+    tokens after ``t`` change, over 64 evenly spaced ``t`` and the block boundaries.
+    """
+    if not peer.available():
+        return {"available": False}
+    key = settings_key(settings)
+    if key not in _PEER_CHECKS:  # tens of seconds at 4,096: once per process
+        _PEER_CHECKS[key] = _peer_checks(settings)
+    return _PEER_CHECKS[key]
+
+
+_PEER_CHECKS: dict[str, dict[str, Any]] = {}
+
+
+def _peer_checks(settings: dict[str, Any]) -> dict[str, Any]:
+    n, block = settings["seq_len"], settings["peer_block_size"]
+    config = MAHAConfig(block_size=n, n_layer=1, n_head=2, d_model=32, num_scales=1, window=block)
+    torch.manual_seed(0)
+    model = peer.build_peer_model(config, block).double().eval()
+    spaced = torch.linspace(0, n - 2, min(64, n - 1)).round().long().tolist()
+    edges = [t for b in range(block, n, block) for t in (b - 1, b) if t < n - 1]
+    leak = peer.causal_leak(model, n, positions=sorted({*spaced, *edges}))
+    return {
+        "available": True,
+        "max_logit_change": leak,
+        "causal": leak <= 1e-9,
+        "receptive_field": peer.receptive_field(config, block),
+    }
+
+
+# -- statistics and claims -------------------------------------------------------------------
+
+
+def mean_sd(values: list[float]) -> tuple[int, float, float | None]:
+    """``(n, mean, sample standard deviation)``; the deviation is ``None`` when ``n < 2``."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return n, mean, None
+    return n, mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def claim_beats(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Does A beat B (lower bits per byte) beyond two standard deviations?
+
+    ``d = mean_B - mean_A``, ``s = sqrt(sd_A^2 / n_A + sd_B^2 / n_B)``: "met" when ``d > 2 s``,
+    "missed" when ``-d > 2 s``, "not distinguishable" otherwise, "insufficient seeds" when
+    either side has fewer than 2 runs.
+    """
+    (na, ma, sa), (nb, mb, sb) = mean_sd(a), mean_sd(b)
+    out: dict[str, Any] = {"difference": mb - ma, "n": [na, nb]}
+    if sa is None or sb is None:
+        return {**out, "outcome": "insufficient seeds", "two_sd": None}
+    two_sd = 2 * math.sqrt(sa**2 / na + sb**2 / nb)
+    d = mb - ma
+    outcome = "met" if d > two_sd else "missed" if -d > two_sd else "not distinguishable"
+    return {**out, "outcome": outcome, "two_sd": two_sd}
+
+
+def claim_within(a: list[float], b: list[float], tol: float) -> dict[str, Any]:
+    """Is A within ``tol`` bits per byte of B beyond two standard deviations?
+
+    "met" when ``|mean_A - mean_B| + 2 s <= tol``, "missed" when ``|mean_A - mean_B| - 2 s >
+    tol``, "not distinguishable" otherwise, "insufficient seeds" below 2 runs a side.
+    """
+    (na, ma, sa), (nb, mb, sb) = mean_sd(a), mean_sd(b)
+    out: dict[str, Any] = {"difference": mb - ma, "n": [na, nb], "tolerance": tol}
+    if sa is None or sb is None:
+        return {**out, "outcome": "insufficient seeds", "two_sd": None}
+    two_sd = 2 * math.sqrt(sa**2 / na + sb**2 / nb)
+    gap = abs(ma - mb)
+    outcome = (
+        "met"
+        if gap + two_sd <= tol
+        else "missed"
+        if gap - two_sd > tol
+        else ("not distinguishable")
+    )
+    return {**out, "outcome": outcome, "two_sd": two_sd}
+
+
+def bytes_to_reach(curve: dict[str, list[float]], level: float) -> int | None:
+    """The training bytes at the first evaluation where the mean curve is ``<= level``."""
+    for tokens, bpb in zip(curve["tokens"], curve["mean"]):
+        if bpb <= level:
+            return int(tokens)
+    return None
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def summarise(runs: dict[int, dict]) -> dict[str, Any]:
+    """Mean and deviation over the seeds of one variant; the mean validation curve."""
+    records = [runs[s] for s in sorted(runs)]
+    n, mean, sd = mean_sd([r["val_bpb"] for r in records])
+    steps = [row[0] for row in records[0]["val_curve"]]
+    curves = [[row[2] for row in r["val_curve"]] for r in records]
+    if any([row[0] for row in r["val_curve"]] != steps for r in records):
+        raise ValueError("cached runs of one variant have different evaluation steps")
+    points = [mean_sd(list(col)) for col in zip(*curves)]
+    return {
+        "seeds": sorted(runs),
+        "n": n,
+        "val_bpb_mean": mean,
+        "val_bpb_sd": sd,
+        "val_bpb": [r["val_bpb"] for r in records],
+        "num_parameters": records[0]["num_parameters"],
+        "ffn_mult": records[0]["ffn_mult"],
+        "tokens_per_s_mean": sum(r["tokens_per_s"] for r in records) / n,
+        "peak_mem_mb_mean": sum(r["peak_mem_mb"] for r in records) / n,
+        "added_mem_mb_mean": sum(r["peak_mem_mb"] - r["start_mem_mb"] for r in records) / n,
+        "wall_seconds_mean": sum(r["wall_seconds"] for r in records) / n,
+        "load_average_mean": sum(r.get("load_average_before") or 0.0 for r in records) / n,
+        "curve": {
+            "steps": steps,
+            "tokens": [row[1] for row in records[0]["val_curve"]],
+            "mean": [p[1] for p in points],
+            "sd": [p[2] for p in points],
+        },
+        "fusion": records[0].get("fusion"),
+        "machines": sorted({r["machine"]["cpu"] for r in records}),
+        "code": sorted({r.get("code", "unrecorded") for r in records}),
+    }
+
+
+def claims(rows: dict[str, dict], total_bytes: int) -> list[dict[str, Any]]:
+    """The issue's targets, each with its outcome (see :func:`claim_beats`)."""
+    out = []
+    default = "maha-nash"
+    for other in ("full", "local", peer.VARIANT):
+        if default in rows and other in rows:
+            c = claim_beats(rows[default]["val_bpb"], rows[other]["val_bpb"])
+            out.append({"claim": f"{default} beats {other}", **c})
+    games = [g for g in GAME_FUSIONS if g in rows]
+    if games and "maha-softmax" in rows:
+        best = min(games, key=lambda g: rows[g]["val_bpb_mean"])
+        soft = rows["maha-softmax"]["val_bpb"]
+        out.append(
+            {
+                "claim": f"best game fusion ({best}) beats maha-softmax",
+                **claim_beats(rows[best]["val_bpb"], soft),
+            }  # fmt: skip
+        )
+        out.append(
+            {
+                "claim": f"best game fusion ({best}) within {WITHIN_BPB} bits/byte of maha-softmax",
+                **claim_within(rows[best]["val_bpb"], soft, WITHIN_BPB),
+            }  # fmt: skip
+        )
+    if default in rows and "full" in rows:
+        level = rows["full"]["val_bpb_mean"]
+        reached = bytes_to_reach(rows[default]["curve"], level)
+        share = None if reached is None else reached / total_bytes
+        outcome = "missed" if share is None or share > 0.5 else "met"
+        out.append(
+            {
+                "claim": f"{default} reaches full's final bits/byte with at most half the bytes",
+                "outcome": outcome,
+                "bytes": reached,
+                "share": share,
+                "statistic": "first evaluation of the mean curve at or below full's final mean "
+                "(a point estimate, not a two-sd test)",
+            }  # fmt: skip
+        )
+    return out
+
+
+def section(
+    out_dir: Path, settings: dict[str, Any], expected: tuple[str, ...], seeds: tuple[int, ...]
+) -> dict[str, Any]:
+    runs = load_runs(out_dir, settings)
+    order = [v for v in TABLE_ORDER if v in runs or v in expected]
+    order += sorted(v for v in {*runs, *expected} if v not in order)
+    rows = {v: summarise(runs[v]) for v in order if v in runs}
+    missing = {
+        v: [s for s in seeds if s not in runs.get(v, {})]
+        for v in order
+        if any(s not in runs.get(v, {}) for s in seeds)
+    }
+    total = settings["steps"] * settings["batch_size"] * settings["seq_len"]
+    out: dict[str, Any] = {
+        "settings": settings,
+        "runs_expected": sum(len({*seeds, *runs.get(v, {})}) for v in order),
+        "runs_cached": sum(len(r) for r in runs.values()),
+        "code_versions": _count(
+            r.get("code", "unrecorded") for v in runs.values() for r in v.values()
+        ),
+        "settings_key": settings_key(settings),
+        "expected_seeds": list(seeds),
+        "variants": rows,
+        "missing": missing,
+        "claims": claims(rows, total),
+    }
+    if peer.VARIANT in expected:
+        out["peer_checks"] = peer_checks(settings)
+    return out
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def _fmt_claim(c: dict[str, Any]) -> str:
+    if "share" in c:
+        got = "never" if c["bytes"] is None else f"at {c['bytes']:,} bytes ({c['share']:.0%})"
+        return f"{c['claim']}: **{c['outcome']}** (reached {got}; {c['statistic']})"
+    n = f"n = {c['n'][0]}, {c['n'][1]}"
+    if c["two_sd"] is None:
+        return f"{c['claim']}: **{c['outcome']}** ({n}; difference of means {c['difference']:+.4f})"
+    return (
+        f"{c['claim']}: **{c['outcome']}** (mean_B - mean_A = {c['difference']:+.4f} bits/byte, "
+        f"2 s = {c['two_sd']:.4f}; {n})"
+    )
+
+
+def section_markdown(title: str, sec: dict[str, Any]) -> list[str]:
+    s, rows = sec["settings"], sec["variants"]
+    total = s["steps"] * s["batch_size"] * s["seq_len"]
     lines = [
-        "# Language-model quality (bytes of the Python standard library)",
+        f"## {title}",
         "",
-        f"{s['steps']} steps x {s['batch_size']} x {s['seq_len']} bytes "
-        f"({s['steps'] * s['batch_size'] * s['seq_len']:,} training bytes per variant), "
-        f"d_model={s['d_model']}, {s['n_layer']} layers, {s['n_head']} heads, "
-        f"{s['num_scales']} scales, window {s['window']}, lr {s['lr']} "
-        f"({s['warmup_steps']} warm-up steps, cosine decay), seed {s['seed']}, "
-        f"{s['threads']} CPU threads per run.",
+        f"{s['steps']:,} steps x {s['batch_size']} x {s['seq_len']:,} bytes ({total:,} training "
+        f"bytes per run), d_model={s['d_model']}, {s['n_layer']} layers, {s['n_head']} heads, "
+        f"{s['num_scales']} scales, window {s['window']}, H-Transformer-1D block "
+        f"{s['peer_block_size']}, lr {s['lr']} ({s['warmup_steps']} warm-up steps, cosine decay), "
+        f"validation on {s['eval_sequences']} fixed windows every {s['eval_every']} steps; "
+        f"cache key `{sec['settings_key']}`.",
         "",
-        f"Machine: {report['machine']['cpu']}, torch {report['machine']['torch']}; "
-        f"date {report['date']}; total wall time {report['wall_seconds']:.0f} s.",
-        "",
-        "| variant | parameters | val bits/byte | vs full | tokens/s | vs full | peak RSS MB |"
-        " added MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    done, expected = sec["runs_cached"], sec["runs_expected"]
+    if sec["missing"]:
+        missing = "; ".join(
+            f"{v} seed{'s' if len(m) > 1 else ''} {', '.join(map(str, m))}"
+            for v, m in sec["missing"].items()
+        )
+        lines += [f"Runs cached: {done} of {expected}. **Missing:** {missing}.", ""]
+    else:
+        lines += [f"Runs cached: {done}; none missing.", ""]
+    if not rows:
+        return [*lines, "No run of this grid is cached yet.", ""]
+    versions = ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(sec["code_versions"].items()))
+    lines += [f"Library source fingerprint of the runs (`maha`, `aggregation`): {versions}.", ""]
+    full = rows.get("full")
+    lines += [
+        "| variant | seeds | parameters | val bits/byte (mean ± sd) | vs full | tokens/s | "
+        "peak RSS MB | added MB | min/run | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
-        dq = f"{100 * (r['val_bpb'] / full['val_bpb'] - 1):+.2f}%" if full else "-"
-        dt_ = f"{r['tokens_per_s'] / full['tokens_per_s']:.2f}x" if full else "-"
+        sd = "n/a" if r["val_bpb_sd"] is None else f"{r['val_bpb_sd']:.4f}"
+        vs = f"{100 * (r['val_bpb_mean'] / full['val_bpb_mean'] - 1):+.2f}%" if full else "-"
         lines.append(
-            f"| {name} | {r['num_parameters']:,} | {r['val_bpb']:.4f} | {dq} | "
-            f"{r['tokens_per_s']:,.0f} | {dt_} | {r['peak_mem_mb']:.0f} | "
-            f"{r['peak_mem_mb'] - r['start_mem_mb']:.0f} |"
+            f"| {name} | {','.join(map(str, r['seeds']))} | {r['num_parameters']:,} | "
+            f"{r['val_bpb_mean']:.4f} ± {sd} | {vs} | {r['tokens_per_s_mean']:,.0f} | "
+            f"{r['peak_mem_mb_mean']:.0f} | {r['added_mem_mb_mean']:.0f} | "
+            f"{r['wall_seconds_mean'] / 60:.1f} | {r['load_average_mean']:.1f} |"
         )
+    lines += [
+        "",
+        "tokens/s and min/run depend on what else ran: `load` is the machine's 1-minute load "
+        f"average as each run started (mean over seeds; {os.cpu_count()} logical CPUs here).",
+        "",
+        "Claims (A beats B: mean_B - mean_A > 2 s, s = sqrt(sd_A²/n_A + sd_B²/n_B)):",
+        "",
+    ]
+    lines += [f"- {_fmt_claim(c)}" for c in sec["claims"]] or ["- none: too few variants"]
+    checks = sec.get("peer_checks")
+    if checks:
+        lines.append("")
+        if not checks["available"]:
+            lines.append("H-Transformer-1D: the `h-transformer-1d` package is not installed.")
+        else:
+            rf = checks["receptive_field"]
+            verdict = "causal" if checks["causal"] else "**NOT causal: its runs are not trained**"
+            lines.append(
+                f"H-Transformer-1D (`CausalHAttention1D`) at length {s['seq_len']:,}: {verdict} "
+                f"(largest change of a logit at positions <= t when the bytes after t change: "
+                f"{checks['max_logit_change']:.1e}, float64). Its attention output at a position "
+                f"depends on {rf['mean_prefix_share_seen']:.0%} of the prefix on average "
+                f"({rf['mean_prefix_share_seen_after_first_block']:.0%} past the first block); "
+                f"{rf['share_seeing_only_own_block']:.0%} of positions see only their own "
+                f"block of {rf['peer_block_size']} (gradient support, {rf['positions_sampled']} "
+                "positions)."
+            )
     fused = {k: r["fusion"] for k, r in rows.items() if r.get("fusion")}
     if fused:
         lines += [
             "",
-            "Fusion on validation text (positions where all scales are present; scale 0 is",
-            "the finest): mean weight per scale, normalised entropy (1 = uniform), share of",
-            "exact zeros, largest regret of the scale game.",
+            "Fusion on validation text (seed of the first cached run; positions where all",
+            "scales are present; scale 0 is the finest): mean weight per scale, normalised",
+            "entropy (1 = uniform), share of exact zeros, largest regret of the scale game.",
             "",
             "| variant | layer | mean weights | entropy | zeros | max regret |",
             "|---|---:|---|---:|---:|---:|",
@@ -265,10 +771,23 @@ def write_markdown(report: dict, path: Path) -> None:
                     f"| {name} | {i} | {weights} | {f['normalised_entropy']:.3f} | "
                     f"{f['zero_weight_share']:.3f} | {regret} |"
                 )
-    lines += ["", f"Command: `{report['command']}`", ""]
-    for key, value in report["targets"].items():
-        lines.append(f"- {key}: {value}")
-    path.write_text("\n".join(lines) + "\n")
+    return [*lines, ""]
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    lines = [
+        "# Language-model quality (bytes of the Python standard library)",
+        "",
+        "Causal byte-level models, parameter-matched (full, local and H-Transformer-1D get the "
+        "feed-forward width closest to maha-nash's parameter count), one CPU thread per run; "
+        "mean ± sample standard deviation over seeds. Rebuilt from the cached runs on "
+        f"{report['date']}; machines: {', '.join(report['machines']) or 'none yet'}.",
+        "",
+    ]
+    for title, sec in report["sections"].items():
+        lines += section_markdown(title, sec)
+    lines += [f"Reproduce: `{report['command']}` (each run is cached; see the script).", ""]
+    write_atomic(path, "\n".join(lines))
 
 
 def write_plot(report: dict, path: Path) -> None:
@@ -277,91 +796,114 @@ def write_plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, r in report["variants"].items():
-        steps, _, bpb = zip(*r["val_curve"])
-        ax_val.plot(steps, bpb, marker="o", ms=3, label=name)
-        loss = torch.tensor([v for _, v in r["train_loss"]]) / torch.log(torch.tensor(2.0))
-        k = max(1, len(loss) // 20)
-        smooth = torch.nn.functional.avg_pool1d(loss[None, None], k, 1).flatten()
-        ax_train.plot(range(k, len(loss) + 1), smooth, label=name)
-    ax_val.set(xlabel="step", ylabel="validation bits per byte", title="Validation")
-    ax_train.set(xlabel="step", ylabel="training bits per byte (moving average)", title="Train")
-    for ax in (ax_val, ax_train):
+    sections = {t: s for t, s in report["sections"].items() if s["variants"]}
+    fig, axes = plt.subplots(1, max(1, len(sections)), figsize=(5.8 * max(1, len(sections)), 4.3))
+    axes = [axes] if not hasattr(axes, "__len__") else list(axes)
+    for ax, (title, sec) in zip(axes, sections.items()):
+        for name, r in sec["variants"].items():
+            c = r["curve"]
+            x = [t / 1e6 for t in c["tokens"]]
+            known = TABLE_ORDER.index(name) if name in TABLE_ORDER else len(TABLE_ORDER)
+            color = f"C{known % 10}"  # one colour per variant in every panel
+            (line,) = ax.plot(
+                x, c["mean"], marker="o", ms=2.5, color=color, label=f"{name} (n={r['n']})"
+            )
+            if r["n"] >= 2:
+                lo = [m - s for m, s in zip(c["mean"], c["sd"])]
+                hi = [m + s for m, s in zip(c["mean"], c["sd"])]
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="training bytes (millions)", ylabel="validation bits per byte", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    s = report["settings"]
-    fig.suptitle(
-        f"Byte-level LM on the standard library: {s['steps']} steps x {s['batch_size']} x "
-        f"{s['seq_len']}, d={s['d_model']}, {s['n_layer']} layers"
-    )
+    if not sections:
+        axes[0].text(0.5, 0.5, "no cached runs", ha="center", va="center")
+    fig.suptitle("Byte-level LM on the standard library: mean and ± 1 sd over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
-def targets(rows: dict) -> dict[str, str]:
-    out = {}
-    nash, full = rows.get("maha-nash"), rows.get("full")
-    if nash and full:
-        gap = 100 * (nash["val_bpb"] / full["val_bpb"] - 1)
-        verdict = "met" if gap <= 2.0 else "missed"
-        out["maha-nash within 2% of full attention"] = f"{verdict} ({gap:+.2f}%)"
-    for peer in ("local", "maha-softmax"):
-        if nash and peer in rows:
-            diff = nash["val_bpb"] - rows[peer]["val_bpb"]
-            verdict = "met" if diff < 0 else "missed"
-            out[f"maha-nash beats {peer}"] = f"{verdict} ({diff:+.4f} bits/byte)"
-    return out
+def build_report(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Rebuild ``lm_quality.{json,md,png}`` in ``args.out_dir`` from the cached runs."""
+    grids = {
+        f"{args.seq_len:,} bytes per window": (grid_settings(args, False), DEFAULT_VARIANTS,
+                                               DEFAULT_SEEDS),
+        f"{args.long_seq_len:,} bytes per window": (grid_settings(args, True), LONG_VARIANTS,
+                                                    LONG_SEEDS),
+    }  # fmt: skip
+    sections = {}
+    for title, (settings, variants, seeds) in grids.items():
+        seeds = tuple(args.seeds) if args.quick else seeds
+        sections[title] = section(args.out_dir, settings, variants, seeds)
+    machines = sorted({m for s in sections.values() for r in s["variants"].values()
+                       for m in r["machines"]})  # fmt: skip
+    report = {
+        "benchmark": "lm_quality",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "machines": machines,
+        "statistic": "A beats B: mean_B - mean_A > 2 sqrt(sd_A^2/n_A + sd_B^2/n_B), sample sd",
+        "sections": sections,
+    }
+    write_atomic(args.out_dir / "lm_quality.json", json.dumps(report, indent=2) + "\n")
+    write_markdown(report, args.out_dir / "lm_quality.md")
+    write_plot(report, args.out_dir / "lm_quality.png")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    command = COMMAND + (" (--quick)" if args.quick else "")
+    settings = grid_settings(args, args.long)
+    variants = tuple(args.variants or (LONG_VARIANTS if args.long else DEFAULT_VARIANTS))
+    seeds = tuple(args.seeds or (LONG_SEEDS if args.long else DEFAULT_SEEDS))
+    todo = [
+        (v, s)
+        for s in seeds
+        for v in variants
+        if args.retrain or not run_path(args.out_dir, v, s, settings).exists()
+    ]
+    if args.report_only:
+        todo = []
+    if any(v == peer.VARIANT for v, _ in todo):
+        checks = peer_checks(settings)
+        if not checks["available"] or not checks["causal"]:
+            why = "not installed" if not checks["available"] else "not causal"
+            print(f"[lm_quality] skipping {peer.VARIANT}: {why}", file=sys.stderr)
+            todo = [(v, s) for v, s in todo if v != peer.VARIANT]
+    cached = len(variants) * len(seeds) - len(todo)
+    print(f"[lm_quality] {len(todo)} runs to train, {cached} cached or skipped (key "
+          f"{settings_key(settings)})", file=sys.stderr)  # fmt: skip
     started = time.perf_counter()
-    base = model_config(args)
-    reference = "maha-nash" if "maha-nash" in args.variants else args.variants[0]
-    target = count_parameters(reference, base)
-    report: dict = {
-        "benchmark": "lm_quality",
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(["python", "benchmarks/lm_quality.py", *(argv or sys.argv[1:])]),
-        "machine": machine(),
-        "settings": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("out_dir", "variants")
-        },
-        "variants": {},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant in args.variants:
-            ffn = 4
-            if not args.no_match_params and not variant.startswith("maha-"):
-                ffn = matched_ffn_mult(variant, args, target)
-            print(f"[lm_quality] training {variant} (ffn_mult={ffn})", file=sys.stderr)
-            run = train_variant(variant, ffn, args, Path(tmp))
-            last = sorted((Path(tmp) / variant).glob("ckpt_*.pt"))[-1]
-            report["variants"][variant] = {
-                "val_bpb": run["val_bpb"],
-                "tokens_per_s": run["tokens_per_s"],
-                "peak_mem_mb": run["peak_mem_mb"],
-                "start_mem_mb": run["start_mem_mb"],
-                "num_parameters": run["num_parameters"],
-                "ffn_mult": ffn,
-                "train_seconds": run["train_seconds"],
-                "tokens_seen": run["tokens_seen"],
-                "val_curve": run["val_curve"],
-                "train_loss": run["train_loss"],
-                "fusion": fusion_summary(last, args),
-            }
-    report["wall_seconds"] = time.perf_counter() - started
-    report["targets"] = targets(report["variants"])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "lm_quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, args.out_dir / "lm_quality.md")
-    write_plot(report, args.out_dir / "lm_quality.png")
+    failed = []
+    for i, (variant, seed) in enumerate(todo, 1):
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                record = train_run(variant, seed, settings, args.threads, Path(tmp))
+        except RuntimeError as err:  # one failed run does not stop an unattended grid
+            print(f"[lm_quality] {i}/{len(todo)} FAILED: {err}", file=sys.stderr, flush=True)
+            failed.append(f"{variant} seed {seed}")
+            continue
+        path = run_path(args.out_dir, variant, seed, settings)
+        write_atomic(path, json.dumps(record, indent=1) + "\n")
+        elapsed = time.perf_counter() - started
+        left = elapsed / i * (len(todo) - i)
+        print(
+            f"[lm_quality] {i}/{len(todo)} {variant} seed {seed}: val {record['val_bpb']:.4f} "
+            f"bits/byte, {record['wall_seconds'] / 60:.1f} min; elapsed {elapsed / 60:.1f} min, "
+            f"about {left / 60:.0f} min left -> {path.name}",
+            file=sys.stderr,
+            flush=True,
+        )
+        build_report(args, command)
+    build_report(args, command)
     print((args.out_dir / "lm_quality.md").read_text())
-    return 0
+    print(f"[lm_quality] report in {args.out_dir}", file=sys.stderr)
+    if failed:
+        print(f"[lm_quality] failed runs: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

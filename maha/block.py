@@ -101,7 +101,8 @@ class DilatedConv(nn.Module):
         if not self.causal:
             raise ValueError("DilatedConv.step needs a causal convolution; this one is centred")
         xp = torch.cat([history, x], dim=1)  # (B, span + c, d)
-        return self._convolve(xp), xp[:, xp.shape[1] - self.span :]
+        history = xp[:, xp.shape[1] - self.span :]  # a copy after a long chunk: xp can go
+        return self._convolve(xp), history.clone() if x.shape[1] > self.span else history
 
     def _convolve(self, xp: Tensor) -> Tensor:
         """``y[t] = b + sum_i w_i xp[t + i delta]``, ``(B, n + span, d) -> (B, n, d)``."""

@@ -92,9 +92,11 @@ class MAHAConfig:
         asymmetric: add a learned skew-symmetric term to C (the game is then
             no longer a potential game; the equilibrium stays unique).
         utility_eps: eps > 0 in ``a = softplus(.) + eps`` (keeps x* != 0).
-        solver_tol: tolerance passed to the solvers (regret, payoff units, for
-            the game; KKT residual for "convex"); None: the solver's default
-            (1e-10 in float64, 1e-5 in float32).
+        solver_tol: tolerance passed to the solvers (regret relative to the
+            game's payoff unit ``ScaleGame.payoff_unit()`` for the game; KKT
+            residual for "convex"); None: the solver's default,
+            ``aggregation.default_tol`` of the dtype (1e-9 in float64, 1e-5 in
+            float32).
         solver_max_iter: iteration budget of the solvers; None: their default.
         dropout: dropout probability (embeddings, attention output, FFN).
         ffn_mult: hidden width of the feed-forward network, in units of d_model.

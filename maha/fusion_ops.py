@@ -20,7 +20,11 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   chunked backward.
 
 The block rule lives in one place, :func:`_blocks`; the Gram chunks cut the
-positions only at boundaries that every scale's blocks share.
+positions only at boundaries that every scale's blocks share. A stack that the
+caller already built and that fits in one chunk (:meth:`ScaleRows.small_stack`,
+e.g. the one position of a streamed decoding step) is read directly: one
+broadcast product and one batched product each, through autograd, instead of a
+copy into a chunk buffer scale by scale.
 Everything is per position: row ``t`` of a result reads ``o_l(t)`` only, so
 causality is untouched. ``tests/test_fusion_ops.py`` pins both functions to the
 plain composition (upsample, stack, products) and runs ``gradcheck`` in float64.
@@ -92,16 +96,29 @@ class ScaleRows:
         cuts = [c - shift for c in range(rows, self.length + shift, rows) if c > shift]
         edges = [0, *cuts, self.length]
         self.chunks = list(zip(edges[:-1], edges[1:]))
+        self.stack: Tensor | None = None  # the stack itself, when built from one
 
     @classmethod
     def from_stack(cls, stack: Tensor) -> ScaleRows:
         """An already upsampled stack ``(B, n, H, L, d_h)`` as L scales of one row per block."""
-        return cls(stack.unbind(3), stack.shape[1], 1, False)
+        rows = cls(stack.unbind(3), stack.shape[1], 1, False)
+        rows.stack = stack
+        return rows
+
+    def small_stack(self) -> Tensor | None:
+        """The stack, when built from one that fits in one chunk (None otherwise).
+
+        The kernels then read it directly, one product each, rather than copy it
+        into a chunk buffer scale by scale (what they would do for one chunk).
+        """
+        return self.stack if self.stack is not None and len(self.chunks) == 1 else None
 
     def to(self, dtype: torch.dtype) -> ScaleRows:
         """The same rows in ``dtype`` (differentiable)."""
         if self.outs[0].dtype == dtype:
             return self
+        if self.stack is not None:
+            return ScaleRows.from_stack(self.stack.to(dtype))
         return ScaleRows([out.to(dtype) for out in self.outs], self.length, self.ratio, self.causal)
 
     def fill(self, buf: Tensor, lo: int, hi: int, outs: Sequence[Tensor]) -> Tensor:
@@ -219,6 +236,9 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(s, G)``: ``(B, n, H, L)`` and ``(B, n, H, L, L)``.
     """
+    stack = rows.small_stack()
+    if stack is not None:  # (B, n, H, L, d_h), e.g. one streamed position
+        return (stack * u).sum(-1), torch.matmul(stack, stack.transpose(-1, -2))
     scores = []
     for l, out in enumerate(rows.outs):
         score = (out * u[:, l]).sum(-1)  # (B, n_l, H)
@@ -293,4 +313,7 @@ def mix(rows: ScaleRows, w: Tensor) -> Tensor:
     Returns:
         ``(B, n, H, d_h)``.
     """
+    stack = rows.small_stack()
+    if stack is not None:  # (B, n, H, L, d_h), e.g. one streamed position
+        return (w.unsqueeze(-1) * stack).sum(-2)  # elementwise, like _Mix (no matmul FLOPs)
     return _Mix.apply(rows, w, *rows.outs)

@@ -141,11 +141,13 @@ class _LanguageModel(nn.Module):
             raise ValueError(f"idx must hold at least one token; received length {T}")
         if max_length is not None and T > max_length:
             raise ValueError(f"idx length must be in [1, block_size={max_length}]; received {T}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"idx values must be in [0, vocab_size={self.config.vocab_size}); received "
-                f"values in [{int(idx.min())}, {int(idx.max())}]"
-            )
+        if idx.numel():
+            lo, hi = (int(t) for t in torch.aminmax(idx))  # one reduction, two host reads
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(
+                    f"idx values must be in [0, vocab_size={self.config.vocab_size}); "
+                    f"received values in [{lo}, {hi}]"
+                )
 
     def init_cache(
         self,

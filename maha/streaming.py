@@ -169,47 +169,73 @@ class StreamCache:
 class _Rows:
     """Rows kept along dim 2 of ``(B, H, k, d_h)`` keys or values.
 
-    ``keep`` rows (a window) or all of them (``keep`` None; a buffer whose
-    capacity doubles, so appending a row costs no copy of the others).
+    ``keep`` rows (a window) or all of them (``keep`` None). The kept rows are
+    ``buf[:, :, start:stop]`` of a buffer with spare capacity: appending writes
+    after ``stop`` (a window then only moves ``start``), so a step copies its
+    new rows alone. A full buffer is replaced (the kept rows copied once) by one
+    of ``max(m + c, 2 m)`` rows for a global scale (its capacity doubles) or
+    ``2 keep`` rows for a window (compacted every ``keep`` rows or more). A chunk
+    longer than the window is concatenated to the kept rows instead, and the last
+    ``keep`` copied into a new buffer. Under autograd (a ``new`` that requires
+    grad) the rows are concatenated and kept as they are (a window's last ``keep``
+    cloned), never written in place: the buffer is full, the next write goes to
+    a new one.
     """
 
     def __init__(self, keep: int | None) -> None:
         self.keep = keep
         self.buf: Tensor | None = None
-        self.length = 0
+        self.start = 0
+        self.stop = 0
+
+    @property
+    def length(self) -> int:
+        """The number of kept rows."""
+        return self.stop - self.start
 
     def extend(self, new: Tensor) -> Tensor:
         """The kept rows followed by ``new`` ``(B, H, c, d_h)``: ``(B, H, m + c, d_h)``."""
-        c = new.shape[2]
-        if self.keep is not None or (torch.is_grad_enabled() and new.requires_grad):
-            rows = new if self.length == 0 else torch.cat([self.view(), new], dim=2)
-            if self.keep is None:
-                self.buf, self.length = rows, rows.shape[2]
-            else:  # only the last keep rows are ever needed again
-                self.length = min(self.keep, rows.shape[2])
-                self.buf = rows[:, :, rows.shape[2] - self.length :].clone()
+        c, m, keep = new.shape[2], self.stop - self.start, self.keep
+        grad = torch.is_grad_enabled() and new.requires_grad
+        if grad or (keep is not None and c > keep):
+            rows = new if m == 0 else torch.cat([self.view(), new], dim=2)
+            total = rows.shape[2]
+            kept = total if keep is None else min(keep, total)
+            if grad:  # a full buffer (the next write goes to a new one), with its history
+                self.buf = rows if keep is None else rows[:, :, total - kept :].clone()
+            elif kept:  # a window after a long chunk: its last rows in a buffer of 2 keep rows
+                self.buf = rows.new_empty(*rows.shape[:2], max(2 * keep, 16), rows.shape[3])
+                self.buf[:, :, :kept] = rows[:, :, total - kept :]
+            else:  # window 1: no earlier row is ever read again
+                self.buf = None
+            self.start, self.stop = 0, kept
             return rows
-        need = self.length + c
-        if self.buf is None or need > self.buf.shape[2]:
-            capacity = max(need, 2 * self.length, 16)
-            buf = new.new_empty(*new.shape[:2], capacity, new.shape[3])
-            if self.length:
-                buf[:, :, : self.length] = self.view()
-            self.buf = buf
-        self.buf[:, :, self.length : need] = new
-        self.length = need
-        return self.view()
+        buf = self.buf
+        if buf is None or self.stop + c > buf.shape[2]:
+            spare = 2 * m if keep is None else 2 * keep
+            fresh = new.new_empty(*new.shape[:2], max(m + c, spare, 16), new.shape[3])
+            if m:
+                fresh[:, :, :m] = self.view()
+            self.buf, self.start, self.stop = fresh, 0, m
+            buf = fresh
+        stop = self.stop + c
+        buf[:, :, self.stop : stop] = new
+        rows = buf[:, :, self.start : stop]  # (B, H, m + c, d_h)
+        self.stop = stop
+        if keep is not None:  # only the last keep rows are ever needed again
+            self.start = max(self.start, stop - keep)
+        return rows
 
     def view(self) -> Tensor:
         """The kept rows ``(B, H, m, d_h)`` (called only once rows exist)."""
         buf = self.buf
         if buf is None:
             raise RuntimeError("no rows kept yet")
-        return buf[:, :, : self.length]
+        return buf[:, :, self.start : self.stop]
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the kept rows (a global buffer reserves up to twice that)."""
+        """Bytes of the kept rows (a buffer reserves up to twice that)."""
         return 0 if self.buf is None else self.view().numel() * self.buf.element_size()
 
 
@@ -224,15 +250,26 @@ class _ScaleState:
         self.windows = windows
         self.keys = [_Rows(k) for k in keep]
         self.values = [_Rows(k) for k in keep]
-        self.pending: list[tuple[Tensor, Tensor] | None] = [None] * (L - 1)  # (x, v) rows
+        # the partial block of each level: its inputs over its values, (2B, < r, d)
+        self.pending: list[Tensor | None] = [None] * (L - 1)
         self.last: list[Tensor | None] = [None] * L  # (B, 1, H, d_h), the latest block's output
+        self._present: dict[tuple[bool, ...], Tensor] = {}
+
+    def present(self, flags: list[bool], x: Tensor) -> Tensor:
+        """The presence mask ``(B, 1, L)`` of one position, built once per pattern."""
+        key = tuple(flags)
+        mask = self._present.get(key)
+        if mask is None:
+            mask = torch.tensor(key, device=x.device).expand(x.shape[0], 1, len(key))
+            self._present[key] = mask
+        return mask
 
     @property
     def nbytes(self) -> int:
         total = sum(rows.nbytes for rows in self.keys + self.values)
-        for pair in self.pending:
-            if pair is not None:
-                total += sum(t.numel() * t.element_size() for t in pair)
+        for pending in self.pending:
+            if pending is not None:
+                total += pending.numel() * pending.element_size()
         for last in self.last:
             if last is not None:
                 total += last.numel() * last.element_size()
@@ -244,45 +281,50 @@ def _stream_rows(layer: MAHAAttention, x: Tensor, state: _ScaleState) -> Tensor:
     batch, c, _ = x.shape
     L, r, H, dh = layer.num_scales, layer.ratio, layer.num_heads, layer.head_dim
     p0 = state.length
-    xs, vs = x, layer.attention.value(x)  # new rows of scale 0: (B, c, d)
+    # the new rows of scale 0 and their values, stacked along the batch: (2B, c, d),
+    # so that each level decomposes both in one call (the operators act per row)
+    xv = torch.cat([x, layer.attention.value(x)], dim=0)
     rows: list[Tensor] = []  # per scale (B, k_l, H, d_h): the blocks the chunk's positions read
+    absent = False
     for l in range(L):
         f = r**l
         parts: list[Tensor] = []
         last = state.last[l]
         if (p0 + 1) % f and last is not None:  # position p0 still reads the latest earlier block
             parts.append(last)
-        if xs.shape[1]:  # the blocks this chunk completes (Q_l, K_l, V_l and attention)
-            q, k, v = layer.attention.project(l, xs, vs)  # (B, H, c_l, d_h) each
+        new = xv.shape[1]
+        if new:  # the blocks this chunk completes (Q_l, K_l, V_l and attention)
+            q, k, v = layer.attention.project(l, xv[:batch], xv[batch:])  # (B, H, c_l, d_h)
             keys, values = state.keys[l].extend(k), state.values[l].extend(v)
             out, _ = cached_attention(q, keys, values, state.windows[l])  # (B, H, c_l, d_h)
             parts.append(out.transpose(1, 2))  # (B, c_l, H, d_h)
         if parts:
             rows_l = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-            state.last[l] = rows_l[:, -1:]
+            # the latest block's output (a copy when a slice: the chunk's rows can go)
+            state.last[l] = rows_l[:, -1:] if rows_l.shape[1] == 1 else rows_l[:, -1:].clone()
         else:  # no block of this scale has ended yet: absent at every position
-            rows_l = x.new_zeros(batch, 0, H, dh)
+            rows_l, absent = x.new_zeros(batch, 0, H, dh), True
         rows.append(rows_l)
-        if l < L - 1:  # complete blocks of r rows become the next scale's new rows
+        if l < L - 1 and new:  # complete blocks of r rows: the next scale's new rows
             pending = state.pending[l]
             if pending is not None:
-                xs, vs = torch.cat([pending[0], xs], dim=1), torch.cat([pending[1], vs], dim=1)
-            full = xs.shape[1] // r * r
-            state.pending[l] = (xs[:, full:], vs[:, full:]) if full < xs.shape[1] else None
-            if full:
-                xs = layer.decomposition.level(xs[:, :full], l)  # (B, full / r, d)
-                vs = layer.decomposition.level(vs[:, :full], l)
-            else:
-                xs, vs = xs[:, :0], vs[:, :0]
+                xv = torch.cat([pending, xv], dim=1)
+            full = xv.shape[1] // r * r
+            rest = xv[:, full:]  # the partial block (a copy when a slice, as above)
+            if rest.shape[1] and full:
+                rest = rest.clone()
+            state.pending[l] = rest if rest.shape[1] else None
+            xv = layer.decomposition.level(xv[:, :full], l) if full else xv[:, :0]
     state.length = p0 + c
     if p0 == 0:  # the parallel geometry: blocks counted from position 0
         srows, present = scale_rows(rows, [None] * L, c, r, causal=True)
         return layer.fuse(srows, present)[0]
     if c == 1:  # one position: rows_l is the block it reads, or empty where l is absent
-        zero = x.new_zeros(batch, 1, H, dh)
-        stack = torch.stack([r_l if r_l.shape[1] else zero for r_l in rows], dim=3)
-        flags = torch.tensor([r_l.shape[1] > 0 for r_l in rows], device=x.device)  # (L,)
-        return layer.fuse(stack, flags.expand(batch, 1, L))[0]  # stack: (B, 1, H, L, d_h)
+        present = state.present([r_l.shape[1] > 0 for r_l in rows], x)  # (B, 1, L)
+        if absent:
+            zero = x.new_zeros(batch, 1, H, dh)
+            rows = [r_l if r_l.shape[1] else zero for r_l in rows]
+        return layer.fuse(torch.stack(rows, dim=3), present)[0]  # stack: (B, 1, H, L, d_h)
     ups = [upsample(rows[l], None, c, r**l, causal=True, start=p0) for l in range(L)]
     stack = torch.stack([up for up, _ in ups], dim=3)  # (B, c, H, L, d_h)
     present = torch.stack([p for _, p in ups], dim=-1)  # (B, c, L)

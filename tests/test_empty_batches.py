@@ -9,6 +9,7 @@ from aggregation import (
     EquilibriumSet,
     NormalFormGame,
     best_response_dynamics,
+    differentiable_logit_qre,
     fictitious_play,
     lemke_howson,
     lemke_howson_enumeration,
@@ -36,6 +37,7 @@ N_PLAYER = {
     "regret_matching[plus]": lambda g: regret_matching(g, plus=True),
     "replicator_dynamics": replicator_dynamics,
     "logit_qre": logit_qre,
+    "differentiable_logit_qre": lambda g: differentiable_logit_qre(g, 1.0),
 }
 TWO_PLAYER = {
     "support_enumeration": support_enumeration,
@@ -67,7 +69,7 @@ def test_every_solver_accepts_an_empty_batch(name, n, batch):
         for s, a in zip(out.strategies, actions):
             assert s.shape == (*batch, a) and s.dtype == torch.float64
         assert out.regret.shape == (*batch, n)
-        if out.path is not None:
+        if getattr(out, "path", None) is not None:
             for p, a in zip(out.path, actions):
                 assert p.shape[: len(batch)] == batch and p.shape[-1] == a
 

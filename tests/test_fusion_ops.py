@@ -130,6 +130,31 @@ def test_stack_input_equals_rows_input():
     torch.testing.assert_close(a.diagnostics.weights, b.diagnostics.weights)
 
 
+def test_small_stack_is_read_directly_and_equals_the_chunked_kernels(monkeypatch):
+    """A stack in one chunk (a streamed position) skips the chunk buffers: same values, grads."""
+    outs, keys = _outs(5, 3, 2, batch=1, heads=2, dh=3, seed=7)
+    stack = stack_scales(scale_rows(outs, keys, 5, 2, causal=True)[0]).detach()  # (1, 5, 2, 3, 3)
+    stack.requires_grad_(True)
+    u = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(1, 5, 2, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(u, w, stack):
+        rows = fops.ScaleRows.from_stack(stack)
+        return (*game_features(rows, u), mix(rows, w))
+
+    assert fops.ScaleRows.from_stack(stack).small_stack() is stack
+    direct = f(u, w, stack)
+    grads = torch.autograd.grad([t.sum() for t in direct], (u, w, stack))
+    assert torch.autograd.gradcheck(f, (u, w, stack))
+    monkeypatch.setattr(fops, "_CHUNK_ELEMENTS", 1)  # one position per chunk
+    assert fops.ScaleRows.from_stack(stack).small_stack() is None
+    chunked = f(u, w, stack)
+    for a, b in zip(direct, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, torch.autograd.grad([t.sum() for t in chunked], (u, w, stack))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_local_attention_one_chunk_equals_many(causal, padded, monkeypatch):

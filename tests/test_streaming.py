@@ -122,6 +122,44 @@ def test_token_by_token_crosses_every_block_boundary(decomposition, strategy):
     assert _max_diff(_stream(layer, x, [n]), layer(x)) <= TOL
 
 
+def test_a_cache_fed_with_and_without_autograd_in_turn_equals_parallel():
+    """Key buffers written in place (no_grad) and concatenated (autograd) share one cache.
+
+    Long windowed runs of single tokens compact the window's buffer many times; a
+    large chunk in between makes it transiently large; a chunk under autograd hands
+    the buffer to autograd, after which the next in-place write must use a new one.
+    """
+    layer = _layer("nash", 3, 2, 3)
+    n = 120
+    x = torch.randn(2, n, D, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = layer(x).detach()
+    cache, outs, p = layer.init_cache(2), [], 0
+    for i, c in enumerate([1] * 20 + [30] + [1] * 20 + [7, 1, 1] + [1] * 41):
+        with torch.set_grad_enabled(i % 5 == 4):
+            y = layer(x[:, p : p + c], cache=cache)
+        assert y.requires_grad == (i % 5 == 4)
+        outs.append(y.detach())
+        p += c
+    assert p == n
+    assert _max_diff(torch.cat(outs, dim=1), expected) <= TOL
+
+
+@pytest.mark.parametrize("variant", ["maha-mean", "full"])
+def test_a_non_finite_chunk_is_refused_by_a_block_before_its_cache_changes(variant):
+    """NaN or inf anywhere in a chunk, padding included: a ValueError, the cache untouched."""
+    config = maha.MAHAConfig(n_layer=1, d_model=D, n_head=HEADS, block_size=32, window=4)
+    block = maha.build_model(variant, config).blocks[0]
+    x = torch.randn(1, 3, D)
+    cache = block.init_cache(1)
+    for bad, mask in [(float("nan"), None), (float("inf"), torch.tensor([[True, True, False]]))]:
+        x_bad = x.clone()
+        x_bad[0, 1, 2] = bad
+        with pytest.raises(ValueError, match="x must be finite"):
+            block(x_bad, mask, cache=cache)
+        assert cache.position == 0
+    torch.testing.assert_close(block(x, cache=cache), block(x), rtol=1e-6, atol=1e-6)
+
+
 def test_cache_size_is_the_formula():
     """Windowed scales keep w - 1 keys/values, the coarsest all, plus partial blocks and outputs."""
     L, r, w, n = 4, 2, 5, 123
@@ -139,6 +177,43 @@ def test_cache_size_is_the_formula():
     kv(torch.randn(1, n, D, dtype=torch.float64), cache=kv_cache)
     assert kv_cache.nbytes == 8 * 2 * D * n
     assert cache.nbytes < kv_cache.nbytes / 3
+
+
+def _storage_bytes(obj, seen: dict[int, int], visited: set[int]) -> dict[int, int]:
+    """Bytes of the distinct storages behind every tensor reachable from ``obj``."""
+    if id(obj) in visited:
+        return seen
+    visited.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        seen[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+    elif isinstance(obj, (list, tuple, dict)):
+        for item in obj.values() if isinstance(obj, dict) else obj:
+            _storage_bytes(item, seen, visited)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (torch.nn.Module, type)):
+        for item in vars(obj).values():
+            _storage_bytes(item, seen, visited)
+    return seen
+
+
+@pytest.mark.parametrize("variant", ["maha-nash", "local"])
+def test_a_long_chunk_leaves_no_chunk_sized_storage_in_the_cache(variant):
+    """What a cache holds after a prompt is its own size, not views into the prompt's tensors.
+
+    Windows keep ``w - 1`` rows in buffers of ``2 (w - 1)``, global scales a buffer
+    that at most doubles; the latest block outputs, partial blocks and the
+    convolution's history are copies, not slices of the chunk's activations.
+    """
+    config = maha.MAHAConfig(
+        n_layer=2, d_model=16, n_head=2, block_size=512, window=16, num_scales=3
+    )
+    model = maha.build_model(variant, config).eval()
+    cache = model.init_cache(1)
+    with torch.no_grad():
+        model(torch.randint(0, 256, (1, 300)), cache=cache)
+        assert sum(_storage_bytes(cache, {}, set()).values()) <= 2 * cache.nbytes
+        for _ in range(20):
+            model(torch.randint(0, 256, (1, 1)), cache=cache)
+        assert sum(_storage_bytes(cache, {}, set()).values()) <= 2.5 * cache.nbytes
 
 
 @pytest.mark.parametrize("causal", [True, False])

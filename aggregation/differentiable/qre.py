@@ -63,7 +63,7 @@ def _newton(F, z: Tensor, payoffs: Tensor, lam: Tensor, steps: int, tol: float) 
     """Damped Newton on ``F(z) = 0`` (profile kept positive), no graph."""
     for _ in range(steps):
         r = F(z, payoffs, lam)
-        if float(r.abs().max()) <= tol:
+        if r.numel() == 0 or float(r.abs().max()) <= tol:
             break
         J = jacobian_rows(lambda z_: F(z_, payoffs, lam), z)
         step, ok = solve_small(J, r)  # falls back to pivoted LU where needed
