@@ -53,7 +53,9 @@ def test_low_precision_counts_equal_float64_counts(seed, m, n, dtype):
         assert torch.equal(low.count, ref.count), solver.__name__
         assert int(low.info["rejected"].sum()) == 0
         assert bool((low.regret[low.valid].double() <= default_tol(dtype)).all())
-        assert bool((ref.count % 2 == 1).all()) or solver is lemke_howson_enumeration
+        # every game has an equilibrium; rounding to half precision can tie payoffs, so a
+        # game may be degenerate and its count even: equal counts are the property here
+        assert bool((ref.count >= 1).all())
     lh = lemke_howson(game)
     assert bool(lh.converged.all()) and bool((lh.regret.double() <= lh.tol).all())
     assert torch.equal(lh.converged, lemke_howson(exact).converged)
