@@ -5,7 +5,7 @@ table ``<name>.md`` (with the date and the machine it ran on), and some a
 ``<name>.png`` plot. This script copies those tables and plots, with the command
 that reproduces each, between the ``<!-- results:start -->`` and
 ``<!-- results:end -->`` markers of README.md. No figure is typed by hand:
-``tests/test_readme.py`` fails if the README and this script's output differ.
+``tests/docs/test_readme.py`` fails if the README and this script's output differ.
 
 Usage: ``python benchmarks/report.py`` (rewrites README.md) or
 ``python benchmarks/report.py --check`` (exit 1 if README.md is stale).

@@ -26,7 +26,7 @@ e.g. the one position of a streamed decoding step) is read directly: one
 broadcast product and one batched product each, through autograd, instead of a
 copy into a chunk buffer scale by scale.
 Everything is per position: row ``t`` of a result reads ``o_l(t)`` only, so
-causality is untouched. ``tests/test_fusion_ops.py`` pins both functions to the
+causality is untouched. ``tests/maha/test_fusion_ops.py`` pins both functions to the
 plain composition (upsample, stack, products) and runs ``gradcheck`` in float64.
 """
 

@@ -17,7 +17,7 @@ any sizes; for a chunk at positions ``p0 .. p0 + c - 1`` (``p0`` tokens seen):
 
 Every step computes exactly what the parallel causal forward computes for
 those positions (only the floating-point order of the attention's sums may
-differ), so the outputs agree to rounding (``tests/test_streaming.py``: max abs
+differ), so the outputs agree to rounding (``tests/maha/test_streaming.py``: max abs
 difference <= 1e-10 in float64 for every strategy, ratio, number of scales,
 window and decomposition).
 

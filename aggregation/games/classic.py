@@ -5,7 +5,7 @@ Every constructor returns an unbatched two-player game with payoffs
 keyword arguments named as in the literature, validated so that the game
 keeps the structure its name promises (for example ``T > R > P > S`` in the
 prisoner's dilemma). Each docstring states the game's Nash equilibria, which
-``tests/test_games_constructors.py`` checks against the solvers.
+``tests/aggregation/test_games_constructors.py`` checks against the solvers.
 
 ``symmetric_game(A)`` builds the symmetric game ``(A, A^T)`` and
 :func:`is_symmetric` tests any N-player game for symmetry.

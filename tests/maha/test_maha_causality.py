@@ -18,16 +18,6 @@ import torch
 
 import maha
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LENGTHS = (1, 2, 3, 7, 8, 9, 63, 64, 65, 100, 257)
 # (num_scales, ratio, window): several r and L, windowed, unwindowed, window 1.
 CONFIGS = ((4, 2, 4), (3, 3, 2), (2, 2, None), (5, 2, 1))

@@ -27,14 +27,11 @@ SETTINGS = settings(
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():  # iterative solvers at a small budget warn; not the point
+def _quiet_small_budgets():
+    """Iterative solvers at a small budget warn; not the point of these tests."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
-    torch.set_num_threads(threads)
 
 
 def _layer(strategy="nash", num_scales=3, ratio=2, window=5, seed=0, **kwargs):

@@ -12,16 +12,6 @@ import maha
 from maha.block import DilatedConv
 from maha.decomposition import HierarchicalDecomposition, scale_lengths
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = maha.MAHAConfig(block_size=64, n_layer=2, n_head=2, d_model=16, num_scales=3, window=4)
 
 

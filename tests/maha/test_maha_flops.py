@@ -9,15 +9,6 @@ import maha
 from maha.flops import count_flops, layer_flops, maha_flops, standard_attention_flops
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     ("n", "num_scales", "ratio", "window", "causal", "decomposition", "gating", "coarsest"),
     [

@@ -16,16 +16,6 @@ from maha.attention import local_attention
 from maha.decomposition import scale_lengths
 from maha.upsample import upsample_index, upsample_presence
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 D, HEADS = 8, 2
 
 

@@ -8,7 +8,7 @@
 - ``maha.attention.local_attention``: one chunk of query blocks equals many, it
   passes ``gradcheck``, and the compact window bias equals the mask built
   position by position (values and gradients against dense masked attention:
-  ``tests/test_maha_layer.py``).
+  ``tests/maha/test_maha_layer.py``).
 - ``maha.decomposition._DepthwiseBlocks``: the in-place depthwise level equals the
   broadcast product and sum it replaces.
 """

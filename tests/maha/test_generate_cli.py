@@ -21,7 +21,7 @@ from maha.generate_cli import stream_text
 from maha.training import TrainConfig, load_checkpoint, train
 from maha.training.loop import checkpoint_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _corpus(directory: Path) -> Path:

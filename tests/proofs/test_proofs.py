@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROOFS = ROOT / "proofs"
 STATEMENTS = sorted(p for p in PROOFS.glob("[0-9][0-9]_*.md"))
 CHECKED_BY = re.compile(r"^Checked by: (tests/[\w/]+\.py)::([\w:]+)\s*$", re.MULTILINE)

@@ -1,0 +1,25 @@
+"""Fixtures shared by the whole suite.
+
+The suite mirrors the packages: ``aggregation/`` (solvers, games, certificates and their
+peers), ``maha/`` (the layer, the models, streaming and training), ``proofs/`` (one test
+file per statement of ``proofs/``), ``docs/`` (the README and the demo) and
+``benchmarks/`` (smoke runs of every benchmark script).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread, restoring the caller's setting afterwards.
+
+    Tiny tensors gain nothing from intra-op threads, which stall on a busy CPU; the
+    ``maha`` tests use it for every test (``tests/maha/conftest.py``).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
