@@ -7,28 +7,27 @@ of them, and verification tools (regret, exploitability, hypothesis
 strategies).
 """
 
-from .algorithms.best_response_dynamics import best_response_dynamics
-from .algorithms.fictitious_play import fictitious_play
-from .algorithms.lemke_howson import lemke_howson, lemke_howson_enumeration
-from .algorithms.linear_program import linear_program
-from .algorithms.logit_qre import QuantalResponseResult, logit_qre, logit_qre_at
-from .algorithms.pure_equilibria import pure_equilibria
-from .algorithms.regret_matching import regret_matching
-from .algorithms.replicator_dynamics import replicator_dynamics
-from .algorithms.support_enumeration import support_enumeration
-from .algorithms.vertex_enumeration import vertex_enumeration
-from .convex import ConvexAggregateResult, convex_aggregate
-from .differentiable import (
+from .finite.differentiable import (
     BimatrixNashResult,
     differentiable_bimatrix_nash,
     differentiable_logit_qre,
 )
-from .dominance import (
+from .finite.dominance import (
     EliminationResult,
     iterated_elimination,
     strictly_dominated_actions,
     weakly_dominated_actions,
 )
+from .finite.exact.lemke_howson import lemke_howson, lemke_howson_enumeration
+from .finite.exact.linear_program import linear_program
+from .finite.exact.logit_qre import QuantalResponseResult, logit_qre, logit_qre_at
+from .finite.exact.pure_equilibria import pure_equilibria
+from .finite.exact.support_enumeration import support_enumeration
+from .finite.exact.vertex_enumeration import vertex_enumeration
+from .finite.learning.best_response_dynamics import best_response_dynamics
+from .finite.learning.fictitious_play import fictitious_play
+from .finite.learning.regret_matching import regret_matching
+from .finite.learning.replicator_dynamics import replicator_dynamics
 from .games import (
     NormalFormGame,
     anti_coordination_game,
@@ -48,7 +47,6 @@ from .games import (
     symmetric_game,
     validate_profile,
 )
-from .games.scale_game import ScaleGame
 from .implicit_diff import (
     custom_fixed_point,
     custom_root,
@@ -62,9 +60,11 @@ from .scale import (
     scale_game_enumeration,
     solve_scale_game,
 )
+from .scale.convex import ConvexAggregateResult, convex_aggregate
+from .scale.game import ScaleGame
+from .scale.welfare import PriceOfAnarchyResult, price_of_anarchy, welfare
 from .simplex import project_simplex
 from .tolerance import default_tol
-from .welfare import PriceOfAnarchyResult, price_of_anarchy, welfare
 
 __version__ = "0.1.0"
 

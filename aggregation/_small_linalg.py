@@ -25,7 +25,7 @@ still (no worker threads competing for the GIL).
 Elimination runs *without pivoting*. It is well defined (no zero pivot) for
 matrices all of whose leading principal minors are nonzero (P-matrices,
 positive definite matrices, the bordered KKT matrices of
-:mod:`aggregation.convex`) and backward stable for symmetric positive definite
+:mod:`aggregation.scale.convex`) and backward stable for symmetric positive definite
 and diagonally dominant ones; elements
 whose pivots come out tiny relative to the diagonal are re-solved with
 ``torch.linalg.solve_ex`` (partial pivoting), and elements that are singular

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .algorithms.best_response_dynamics import best_response_dynamics
-from .algorithms.fictitious_play import fictitious_play
-from .algorithms.lemke_howson import lemke_howson
-from .algorithms.linear_program import linear_program
-from .algorithms.logit_qre import logit_qre
-from .algorithms.pure_equilibria import pure_equilibria
-from .algorithms.regret_matching import regret_matching
-from .algorithms.replicator_dynamics import replicator_dynamics
-from .algorithms.support_enumeration import support_enumeration
-from .algorithms.vertex_enumeration import vertex_enumeration
-from .games.normal_form import NormalFormGame
+from .finite.exact.lemke_howson import lemke_howson
+from .finite.exact.linear_program import linear_program
+from .finite.exact.logit_qre import logit_qre
+from .finite.exact.pure_equilibria import pure_equilibria
+from .finite.exact.support_enumeration import support_enumeration
+from .finite.exact.vertex_enumeration import vertex_enumeration
+from .finite.game import NormalFormGame
+from .finite.learning.best_response_dynamics import best_response_dynamics
+from .finite.learning.fictitious_play import fictitious_play
+from .finite.learning.regret_matching import regret_matching
+from .finite.learning.replicator_dynamics import replicator_dynamics
 from .result import EquilibriumResult, EquilibriumSet
 
 __all__ = ["CLASSIC_GAMES", "DemoRow", "classic_games", "run", "solve_classic_games"]

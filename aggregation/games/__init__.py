@@ -5,6 +5,15 @@ games (:mod:`.random_games`) and symmetric games (``symmetric_game``,
 ``is_symmetric``).
 """
 
+from ..finite.game import (
+    NormalFormGame,
+    exploitability,
+    is_nash,
+    nash_conv,
+    regret,
+    validate_profile,
+)
+from ..scale.game import ScaleGame
 from .classic import (
     anti_coordination_game,
     battle_of_the_sexes,
@@ -16,16 +25,7 @@ from .classic import (
     shapley_game,
     symmetric_game,
 )
-from .normal_form import (
-    NormalFormGame,
-    exploitability,
-    is_nash,
-    nash_conv,
-    regret,
-    validate_profile,
-)
 from .random_games import covariance_game, random_game
-from .scale_game import ScaleGame
 
 __all__ = [
     "NormalFormGame",

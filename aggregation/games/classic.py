@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_nonnegative, describe
-from .normal_form import NormalFormGame
+from ..finite.game import NormalFormGame
 
 __all__ = [
     "anti_coordination_game",

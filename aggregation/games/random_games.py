@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from .._validation import check_int, compute_dtype, describe
+from ..finite.game import NormalFormGame
 from .classic import _float_dtype, _real
-from .normal_form import NormalFormGame
 
 __all__ = ["covariance_game", "random_game"]
 

@@ -23,10 +23,10 @@ from torch import Tensor
 
 from .._small_linalg import lu_solve_soa, solve_small
 from .._validation import check_choice, check_int, check_nonnegative, describe
-from ..games.scale_game import Certificate, ScaleGame, _certify
 from ..implicit_diff import chunked_fused_backward, implicit_root
 from ..result import warn_not_converged
 from ..tolerance import default_tol
+from .game import Certificate, ScaleGame, _certify
 from .result import ScaleGameResult
 
 __all__ = [
@@ -79,7 +79,7 @@ def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None
 def certify(prep: Prepared, x: Tensor, idx: Tensor | None = None) -> Certificate:
     """The certificate of flat profiles ``x`` ``(B, L)`` (``(len(idx), L)`` for batch rows ``idx``).
 
-    The formula is :func:`aggregation.games.scale_game._certify` (regret as
+    The formula is :func:`aggregation.scale.game._certify` (regret as
     :meth:`~aggregation.ScaleGame.regret`, ``converged`` iff the regret plus its
     rounding bound is at most ``tol`` times the payoff unit). ``x`` is judged in
     the dtype of the returned profile: a half-precision game's profile is

@@ -25,8 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..games.scale_game import ScaleGame, _others
 from ._common import Prepared, certify, check_options, finish, prepare, wants_grad
+from .game import ScaleGame, _others
 from .result import ScaleGameResult
 
 __all__ = ["run_iterative"]

@@ -10,7 +10,7 @@ smallest KKT residual, judged by the library's certificate. Two problems share t
   (:class:`~aggregation.ScaleGame`). The empty support (``x = 0``, an
   equilibrium iff ``a <= 0``) is the fallback below and is certified as such;
 * the convex aggregator ``argmax_{w in simplex} a^T w - 1/2 w^T Q w``
-  (:mod:`aggregation.convex`): on S the bordered KKT system
+  (:mod:`aggregation.scale.convex`): on S the bordered KKT system
   ``[[Q_SS, 1], [1^T, 0]] (w_S, nu) = (a_S, 1)``, eliminated through its Schur
   complement: ``y = Q_SS^{-1} a_S``, ``z = Q_SS^{-1} 1_S``,
   ``nu = (1^T y - 1) / (1^T z)``, ``w_S = y - nu z``; optimal iff ``w_S >= 0``
@@ -27,11 +27,11 @@ sign-feasible within a relative ``64 eps`` (the tolerances of the pivoting
 solvers). Selection, with no host reads: the valid candidate with the smallest
 KKT residual (scale game: the natural residual ``max_l |min(x_l, (C x - a)_l)|``
 of :meth:`~aggregation.ScaleGame.complementarity_residual`; convex:
-``aggregation._convex_active_set.kkt_residual`` of the candidate as returned),
+``aggregation.scale._convex_active_set.kkt_residual`` of the candidate as returned),
 by ``argmin`` over K (invalid ones at ``+inf``; ties go to the first support in
 table order) and ``torch.gather``. The certificate of the returned profile is
 then computed from it with the library's one formula
-(:func:`aggregation.games.scale_game._certify`, the regret of
+(:func:`aggregation.scale.game._certify`, the regret of
 :meth:`~aggregation.ScaleGame.regret`, judged in the output dtype; for the
 convex problem ``kkt_residual <= tol``): ``converged`` is never taken from a
 candidate.
@@ -83,14 +83,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._convex_active_set import kkt_residual, matvec, objective
 from .._small_linalg import chunk_size, lu_solve_soa, map_chunks
 from .._validation import compute_dtype, describe
-from ..convex import ConvexAggregateResult
-from ..games.scale_game import ScaleGame, _certify, ordered_sum
 from ..result import warn_not_converged
 from ..tolerance import default_tol
 from ._common import check_options, out_dtype, prepare, wants_grad
+from ._convex_active_set import kkt_residual, matvec, objective
+from .convex import ConvexAggregateResult
+from .game import ScaleGame, _certify, ordered_sum
 from .result import ScaleGameResult
 
 __all__ = [

@@ -47,7 +47,6 @@ import torch
 from torch import Tensor
 
 from .._small_linalg import lu_solve_soa, map_chunks, serial_ops
-from ..games.scale_game import Certificate, ScaleGame, _certify
 from ._common import (
     Prepared,
     check_options,
@@ -56,6 +55,7 @@ from ._common import (
     support_solve,
     wants_grad,
 )
+from .game import Certificate, ScaleGame, _certify
 from .result import ScaleGameResult
 
 __all__ = ["MAX_EXACT_PLAYERS", "enumerate_lcp", "pivot_lcp", "solve_exact"]
@@ -186,7 +186,7 @@ def pivot_lcp(
         ``x (B, L)``, ``S (B, L)`` bool, ``iterations (B,)``, ``resolved (B,)``
         bool (False: not resolved within ``max_iter`` pivots, a singular support
         with nothing left to flip, or a non-finite result) and the
-        :class:`~aggregation.games.scale_game.Certificate` of ``x``
+        :class:`~aggregation.scale.game.Certificate` of ``x``
         (``_certify`` on each chunk, in the dtype of ``a``).
     """
     B, L = a.shape

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from .._small_linalg import matvec
 from .._validation import check_int
-from ..games.scale_game import ScaleGame
 from ._iterate import run_iterative
+from .game import ScaleGame
 from .result import ScaleGameResult
 
 __all__ = ["solve_fictitious_play"]

@@ -25,9 +25,9 @@ from torch import Tensor
 
 from .._small_linalg import matvec, ordered_sum
 from .._validation import check_int
-from ..games.scale_game import ScaleGame
 from ._common import prepare
 from ._iterate import run_iterative
+from .game import ScaleGame
 from .result import ScaleGameResult
 
 __all__ = ["solve_potential"]

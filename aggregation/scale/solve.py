@@ -7,12 +7,12 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, describe
-from ..games.scale_game import ScaleGame
 from .best_response import solve_best_response
 from .enumeration import solve_enumeration
 from .exact import solve_exact
 from .extragradient import solve_extragradient
 from .fictitious_play import solve_fictitious_play
+from .game import ScaleGame
 from .potential import solve_potential
 from .result import ScaleGameResult
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_int, check_nonnegative, describe
-from ..games.normal_form import NormalFormGame, _action_values
+from ..finite.game import NormalFormGame, _action_values
 from ..result import EquilibriumResult, EquilibriumSet
 
 __all__ = [

@@ -36,7 +36,7 @@ from hypothesis.extra import numpy as hnp
 from torch import Tensor
 
 from .._validation import check_nonnegative, describe
-from ..games.normal_form import NormalFormGame
+from ..finite.game import NormalFormGame
 
 __all__ = [
     "PlantedScaleGame",

@@ -21,7 +21,7 @@ from aggregation import (
     support_enumeration,
     vertex_enumeration,
 )
-from aggregation.dominance import (
+from aggregation.finite.dominance import (
     iterated_elimination,
     strictly_dominated_actions,
     weakly_dominated_actions,

@@ -15,7 +15,6 @@ from aggregation import (
     battle_of_the_sexes,
     coordination_game,
     covariance_game,
-    dominance,
     is_symmetric,
     matching_pennies,
     prisoners_dilemma,
@@ -26,6 +25,7 @@ from aggregation import (
     support_enumeration,
     symmetric_game,
 )
+from aggregation.finite import dominance
 
 
 def _equilibria(game: NormalFormGame) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation import ScaleGame, price_of_anarchy, solve_scale_game, welfare
+from aggregation.scale.welfare import STATUS, welfare_matrix
 from aggregation.testing.strategies import scale_game_params
-from aggregation.welfare import STATUS, welfare_matrix
 
 D = torch.float64
 

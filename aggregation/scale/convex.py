@@ -53,6 +53,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._small_linalg import serial_ops, solve_small
+from .._validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    compute_dtype,
+    describe,
+)
+from ..implicit_diff import dense_solve, implicit_root
+from ..result import _index_batch, warn_not_converged
+from ..tolerance import default_tol
 from ._convex_active_set import (
     active_set,
     enumerate_supports,
@@ -61,18 +73,6 @@ from ._convex_active_set import (
 )
 from ._convex_active_set import objective as objective_fn
 from ._convex_gradient import projected_gradient
-from ._small_linalg import serial_ops, solve_small
-from ._validation import (
-    as_tensor,
-    check_choice,
-    check_int,
-    check_nonnegative,
-    compute_dtype,
-    describe,
-)
-from .implicit_diff import dense_solve, implicit_root
-from .result import _index_batch, warn_not_converged
-from .tolerance import default_tol
 
 __all__ = ["ConvexAggregateResult", "convex_aggregate"]
 

@@ -7,8 +7,8 @@ from math import comb
 import torch
 from torch import Tensor
 
-from ..games.normal_form import NormalFormGame
-from ..result import EquilibriumSet
+from ...result import EquilibriumSet
+from ..game import NormalFormGame
 from ._bimatrix import finish_set
 from ._vertices import extreme_equilibria, side_candidates, side_tables, solve_size
 from .vertex_enumeration import prepare
@@ -29,7 +29,7 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
     All ``C(m + n, m) - 1`` support pairs of all games are tested at once: the
     solutions are ratios of bordered minors, built for every support by one
     batched Laplace recursion, so the test is a vectorised sign check (see
-    ``aggregation/algorithms/_vertices.py``); the survivors are re-solved by LU
+    ``aggregation/finite/exact/_vertices.py``); the survivors are re-solved by LU
     and returned only if their regret is at most ``tol`` for both players.
 
     Degenerate games. In a nondegenerate game every equilibrium has supports of

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from .._validation import as_tensor, check_int, compute_dtype, describe
-from ..games.normal_form import NormalFormGame, _regret
 from ..result import EquilibriumResult
+from .game import NormalFormGame, _regret
 
 __all__ = [
     "Prepared",

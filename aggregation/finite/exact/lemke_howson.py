@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int
-from ..games.normal_form import NormalFormGame
-from ..result import EquilibriumResult, EquilibriumSet, warn_not_converged
-from ..tolerance import resolve_tol
+from ..._validation import check_int
+from ...result import EquilibriumResult, EquilibriumSet, warn_not_converged
+from ...tolerance import resolve_tol
+from ..game import NormalFormGame
 from ._bimatrix import (
     attach_gradients,
     check_bimatrix,
@@ -49,7 +49,7 @@ def lemke_howson(
     every pivot is one vectorised step for the whole batch; games whose path
     has ended are frozen and periodically compacted away, so the cost follows
     the sum of the path lengths. The ratio test is lexicographic with tolerant
-    pivoting (see ``aggregation/algorithms/_tableau.py``), so the path is well
+    pivoting (see ``aggregation/finite/exact/_tableau.py``), so the path is well
     defined and terminates on degenerate games too; the pivot limit is a
     safeguard against numerical trouble and is reported per game.
 

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validation import check_nonnegative, compute_dtype, describe
-from .algorithms.linear_program import linear_program
-from .games.normal_form import NormalFormGame
-from .tolerance import resolve_tol
+from .._validation import check_nonnegative, compute_dtype, describe
+from ..tolerance import resolve_tol
+from .exact.linear_program import linear_program
+from .game import NormalFormGame
 
 __all__ = [
     "EliminationResult",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import check_int
-from ..games.normal_form import NormalFormGame
-from ..result import EquilibriumResult, warn_not_converged
-from ..tolerance import default_tol, resolve_tol
+from ..._validation import check_int
+from ...result import EquilibriumResult, warn_not_converged
+from ...tolerance import default_tol, resolve_tol
+from ..game import NormalFormGame
 from ._bimatrix import attach_gradients, check_bimatrix, evaluate_profiles, flat_payoffs
 from ._tableau import pivot_, ratio_test, swap_basis_
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import describe
-from ..games.normal_form import NormalFormGame, _regret
-from ..result import EquilibriumSet
-from ..tolerance import default_tol
+from ..._validation import describe
+from ...result import EquilibriumSet
+from ...tolerance import default_tol
+from ..game import NormalFormGame, _regret
 
 __all__ = [
     "DEDUP_TOL",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..tolerance import default_tol
+from ...tolerance import default_tol
 
 __all__ = ["PIV_TOL", "pivot_", "ratio_test", "swap_basis_"]
 

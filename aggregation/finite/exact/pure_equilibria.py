@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from .._validation import check_nonnegative
-from ..result import EquilibriumSet
-from ._nplayer_common import prepare
+from ..._validation import check_nonnegative
+from ...result import EquilibriumSet
+from .._nplayer_common import prepare
 
 __all__ = ["pure_equilibria"]
 

@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, compute_dtype, describe
-from ..games.normal_form import bimatrix_pair
-from ..implicit_diff import implicit_root
-from ..tolerance import resolve_tol
+from ..._validation import as_tensor, compute_dtype, describe
+from ...implicit_diff import implicit_root
+from ...tolerance import resolve_tol
+from ..game import bimatrix_pair
 
 __all__ = ["BimatrixNashResult", "differentiable_bimatrix_nash", "support_search"]
 

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_int, check_nonnegative, check_positive
-from ..games.normal_form import _action_values, _regret
-from ..result import EquilibriumResult, warn_not_converged
-from ..tolerance import resolve_tol
-from ._nplayer_common import finish, payoff_ranges, prepare
+from ..._validation import as_tensor, check_int, check_nonnegative, check_positive
+from ...result import EquilibriumResult, warn_not_converged
+from ...tolerance import resolve_tol
+from .._nplayer_common import finish, payoff_ranges, prepare
+from ..game import _action_values, _regret
 from ._nplayer_homotopy import Layout, softmax_profile, trace_branch
 from ._nplayer_multilinear import Multilinear, first_max_one_hot, own_first
 from ._nplayer_polish import guess_support, polish_support

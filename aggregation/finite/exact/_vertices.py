@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..tolerance import default_tol
+from ...tolerance import default_tol
 
 __all__ = [
     "MAX_LABELS",

@@ -32,12 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._small_linalg import solve_small
-from .._validation import as_tensor, check_int, describe
-from ..algorithms.logit_qre import QuantalResponseResult, logit_qre_at
-from ..games.normal_form import NormalFormGame, _action_values, _regret, validate_profile
-from ..implicit_diff import implicit_root, jacobian_rows
-from ..tolerance import resolve_tol
+from ..._small_linalg import solve_small
+from ..._validation import as_tensor, check_int, describe
+from ...implicit_diff import implicit_root, jacobian_rows
+from ...tolerance import resolve_tol
+from ..exact.logit_qre import QuantalResponseResult, logit_qre_at
+from ..game import NormalFormGame, _action_values, _regret, validate_profile
 
 __all__ = ["differentiable_logit_qre"]
 

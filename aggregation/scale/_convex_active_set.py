@@ -1,6 +1,6 @@
 """Active-set solver and fused KKT backward of the convex aggregator (``L <= 8``).
 
-Problem (see :mod:`aggregation.convex`): ``max_{w in simplex} a^T w - 1/2 w^T Q w``
+Problem (see :mod:`aggregation.scale.convex`): ``max_{w in simplex} a^T w - 1/2 w^T Q w``
 with ``Q`` symmetrised. On a support S the KKT point is
 
     y = Q_SS^{-1} a_S,   z = Q_SS^{-1} 1_S,   nu = (1^T y - 1) / (1^T z),   w_S = y - nu z ,
@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._small_linalg import lu_solve_soa, map_chunks, matvec, ordered_sum
-from .implicit_diff import chunked_fused_backward
+from .._small_linalg import lu_solve_soa, map_chunks, matvec, ordered_sum
+from ..implicit_diff import chunked_fused_backward
 
 __all__ = [
     "active_set",

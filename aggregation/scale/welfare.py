@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validation import check_nonnegative, describe
-from .games.scale_game import ScaleGame
-from .scale.exact import MAX_EXACT_PLAYERS, _all_supports, enumerate_lcp
-from .scale.extragradient import solve_extragradient
-from .scale.potential import solve_potential
+from .._validation import check_nonnegative, describe
+from .exact import MAX_EXACT_PLAYERS, _all_supports, enumerate_lcp
+from .extragradient import solve_extragradient
+from .game import ScaleGame
+from .potential import solve_potential
 
 __all__ = ["PriceOfAnarchyResult", "STATUS", "price_of_anarchy", "welfare", "welfare_matrix"]
 
