@@ -19,6 +19,7 @@ from .finite.dominance import (
     weakly_dominated_actions,
 )
 from .finite.exact.lemke_howson import lemke_howson, lemke_howson_enumeration
+from .finite.exact.liapunov import liapunov
 from .finite.exact.linear_program import linear_program
 from .finite.exact.logit_qre import QuantalResponseResult, logit_qre, logit_qre_at
 from .finite.exact.pure_equilibria import pure_equilibria
@@ -55,8 +56,10 @@ from .implicit_diff import (
 )
 from .result import EquilibriumResult, EquilibriumSet
 from .scale import (
+    LogitScaleResult,
     ScaleGameResult,
     convex_aggregate_enumeration,
+    logit_scale_equilibrium,
     scale_game_enumeration,
     solve_scale_game,
 )
@@ -71,6 +74,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BimatrixNashResult",
     "ConvexAggregateResult",
+    "LogitScaleResult",
     "PriceOfAnarchyResult",
     "ScaleGame",
     "ScaleGameResult",
@@ -83,6 +87,7 @@ __all__ = [
     "differentiable_logit_qre",
     "implicit_fixed_point",
     "implicit_root",
+    "logit_scale_equilibrium",
     "price_of_anarchy",
     "project_simplex",
     "solve_scale_game",
@@ -96,6 +101,7 @@ __all__ = [
     "fictitious_play",
     "lemke_howson",
     "lemke_howson_enumeration",
+    "liapunov",
     "linear_program",
     "logit_qre",
     "logit_qre_at",

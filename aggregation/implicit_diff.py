@@ -11,7 +11,7 @@ invertible,
 ``torch.no_grad``) to the parameters' graph: the forward pass costs nothing
 extra, and the backward pass solves the linear system ``J^T u = v`` exactly,
 batched (``torch.linalg.solve_ex`` by default, or a caller-supplied solver such
-as the unrolled small-matrix elimination of :mod:`aggregation._small_linalg`),
+as the unrolled small-matrix elimination of :mod:`aggregation.small_linalg`),
 then takes one vector-Jacobian product of ``F`` with respect to the parameters.
 The backward pass is itself built from differentiable operations (with
 ``torch.func`` for the partial derivatives at fixed ``z``), so second
@@ -48,11 +48,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._small_linalg import map_chunks, serial_ops
-from ._validation import describe
+from .validation import describe
 
 __all__ = [
-    "chunked_fused_backward",
     "custom_fixed_point",
     "custom_root",
     "dense_solve",
@@ -70,7 +68,8 @@ FusedBackward = Callable[..., "tuple[tuple[Tensor | None, ...], Tensor]"]
 def sum_to_shape(g: Tensor, shape: torch.Size) -> Tensor:
     """Reduce a gradient ``g`` computed at a broadcast shape to ``shape`` (autograd's rule).
 
-    For ``fused_backward`` kernels, whose parameters may broadcast across the batch.
+    For ``fused_backward`` kernels, whose parameters may broadcast across the batch
+    (for example :func:`aggregation.scale.active_set.fused_backward`).
     """
     if g.shape == shape:
         return g
@@ -78,63 +77,6 @@ def sum_to_shape(g: Tensor, shape: torch.Size) -> Tensor:
     g = g.sum(tuple(range(lead))) if lead else g
     dims = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     return g.sum(dims, keepdim=True) if dims else g
-
-
-ChunkKernel = Callable[[Tensor, Tensor, Tensor, Tensor, float], "tuple[Tensor, Tensor, Tensor]"]
-
-
-def chunked_fused_backward(
-    kernel: ChunkKernel, support: Tensor, *, symmetrize: bool = False
-) -> FusedBackward:
-    """A ``fused_backward`` for problems with parameters ``(a, M)``, ``M`` an L x L matrix.
-
-    The returned ``fused(z, v, a, M)`` runs ``kernel`` over cache-sized chunks of
-    the flattened batch, in structure-of-arrays layout (batch last), and reduces
-    the gradients to the parameters' (possibly broadcast) shapes.
-
-    Shapes: ``z`` ``(*batch, K)`` whose first L entries are the primal solution
-    (K = L, or L + 1 with a multiplier), ``v`` ``(*batch, K)`` the incoming
-    gradient, ``support`` ``(*batch, L)`` bool, ``a`` broadcastable to
-    ``(*batch, L)``, ``M`` to ``(*batch, L, L)`` (symmetrised first with
-    ``symmetrize``). ``kernel(M (L, L, n), x (L, n), v (K, n), S (L, n), rtol)``
-    returns ``(g_a (L, n), g_M (L, L, n), ok (n,))``.
-    """
-
-    def fused(z: Tensor, v: Tensor, a: Tensor, M: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        with serial_ops(z.device):
-            L = support.shape[-1]
-            batch = z.shape[:-1]
-            xf = z[..., :L].reshape(-1, L)  # (B, L)
-            vf = v.reshape(-1, v.shape[-1])  # (B, K)
-            Sf = support.reshape(-1, L)  # (B, L)
-            Mf = M.expand(*batch, L, L).reshape(-1, L, L)  # (B, L, L)
-            B = xf.shape[0]
-            rtol = float(torch.finfo(z.dtype).eps) ** 0.5
-            ga = torch.empty_like(xf)
-            gM = xf.new_empty(B, L, L)
-            ok = torch.ones(B, dtype=torch.bool, device=z.device)
-
-            def one(s: int, e: int) -> None:  # writes disjoint slices of ga, gM, ok
-                Mc = Mf[s:e].permute(1, 2, 0)  # (L, L, n)
-                if symmetrize:
-                    Mc = 0.5 * (Mc + Mc.transpose(0, 1))
-                g_a, g_M, ok_c = kernel(
-                    Mc.contiguous(),
-                    xf[s:e].T.contiguous(),
-                    vf[s:e].T.contiguous(),
-                    Sf[s:e].T.to(z.dtype).contiguous(),
-                    rtol,
-                )
-                ga[s:e] = g_a.T
-                gM[s:e] = g_M.permute(2, 0, 1)
-                ok[s:e] = ok_c
-
-            map_chunks(one, B, z.device)
-            grad_a = sum_to_shape(ga.reshape(*batch, L), a.shape)
-            grad_M = sum_to_shape(gM.reshape(*batch, L, L), M.shape)
-            return (grad_a, grad_M), ok.reshape(batch)
-
-    return fused
 
 
 def dense_solve(J: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

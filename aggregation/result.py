@@ -8,27 +8,126 @@ enumeration method (all equilibria of each game) returns an
 Convention: a profile is called an equilibrium only when ``converged`` is
 True, which every solver sets only if ``max_i regret_i <= tol`` for the
 tolerance the caller asked for (payoff units).
+
+Every batched result (these two, :class:`aggregation.ScaleGameResult`,
+:class:`aggregation.ConvexAggregateResult`, :class:`aggregation.EliminationResult`)
+is a frozen dataclass built on
+:class:`BatchedResult`, whose indexing and repr walk the dataclass fields.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["EquilibriumResult", "EquilibriumSet", "warn_not_converged"]
+__all__ = ["BatchedResult", "EquilibriumResult", "EquilibriumSet", "warn_not_converged"]
 
 
-def _index_batch(tensor: Tensor, index, batch_dims: int) -> Tensor:
-    if batch_dims == 0:
-        raise IndexError("this result is not batched; there is nothing to index")
-    return tensor[index]
+def _index_value(value: Any, index: Any) -> Any:
+    """``value`` with its leading batch dimensions indexed by ``index``.
+
+    Tensors, and batched objects (a value with a ``batch_shape`` that indexes
+    its batch, such as a game), are indexed; tuples, lists and dicts are walked;
+    None, strings and numbers (``method``, ``tol``) are per-result, not
+    per-element, and kept.
+    """
+    if isinstance(value, Tensor) or hasattr(value, "batch_shape"):
+        return value[index]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_index_value(v, index) for v in value)
+    if isinstance(value, dict):
+        return {k: _index_value(v, index) for k, v in value.items()}
+    return value
 
 
-@dataclass(frozen=True)
-class EquilibriumResult:
+def _format_one(value: Any) -> str:
+    """One unbatched value: a 0-d tensor as a number, a vector as a list, strategies as lists."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_format_one(v) for v in value) + ")"
+    if isinstance(value, Tensor):
+        v = value.detach()
+        if v.dim() == 0:
+            if v.dtype == torch.bool:
+                return str(bool(v))
+            if not v.is_floating_point():
+                return str(int(v))
+            return f"{float(v):.3g}"
+        return "[" + ", ".join(f"{x:.4g}" for x in v.reshape(-1).tolist()) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _format_batch(name: str, value: Any) -> str:
+    """``name=...`` for one batched value: a bool tensor as ``k/n`` True, a
+    float tensor as its largest entry (``max_<name>``), an integer tensor as its
+    sum (``total_<name>``), a shape as a tuple, anything else as unbatched."""
+    if isinstance(value, Tensor):
+        v = value.detach()
+        if v.dtype == torch.bool:
+            return f"{name}={int(v.sum())}/{v.numel()}"
+        if v.is_floating_point():
+            label = name if name.startswith("max_") else f"max_{name}"
+            return f"{label}={float(v.max()) if v.numel() else 0.0:.3g}"
+        return f"total_{name}={int(v.sum())}"
+    if isinstance(value, torch.Size):
+        return f"{name}={tuple(value)}"
+    return f"{name}={_format_one(value)}"
+
+
+class BatchedResult:
+    """Base of every batched result: indexing and repr that walk the dataclass fields.
+
+    A subclass is a frozen dataclass (declared with ``repr=False``, so that
+    this ``__repr__`` is kept) whose tensor fields, and the tensors inside its
+    tuple and dict fields, all lead with the batch dimensions ``(*batch, ...)``,
+    and which defines :attr:`batch_shape`. Then:
+
+    * ``result[index]`` indexes the batch dimensions of every field (tensors,
+      tuples and dicts of tensors; None, ``method`` and ``tol`` are kept), so
+      ``result[i]`` is batch element ``i``'s result; an unbatched result raises
+      ``IndexError``. A subclass whose fields derive from one another adjusts
+      :meth:`_index_fields`.
+    * ``repr(result)`` names the class and the attributes listed in
+      ``_repr_one`` (an unbatched result: their values) or ``_repr_batch``
+      (a batched result: ``batch_shape`` and, per attribute, how many elements
+      are True, the largest value or the total: :func:`_format_batch`).
+    """
+
+    _repr_one: ClassVar[tuple[str, ...]] = ()
+    _repr_batch: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def batch_shape(self) -> torch.Size:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _index_fields(self, index: Any) -> dict[str, Any]:
+        """Every dataclass field's value with the batch dimensions indexed."""
+        return {f.name: _index_value(getattr(self, f.name), index) for f in fields(self)}
+
+    def __getitem__(self, index: Any):
+        """Index the batch dimensions: ``result[3]`` is batch element 3's result."""
+        if len(self.batch_shape) == 0:
+            raise IndexError("this result is not batched; there is nothing to index")
+        return type(self)(**self._index_fields(index))
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        if len(self.batch_shape) == 0:
+            parts = [f"{a}={_format_one(getattr(self, a))}" for a in self._repr_one]
+        else:
+            parts = [_format_batch(a, getattr(self, a)) for a in self._repr_batch]
+        return f"{name}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, repr=False)
+class EquilibriumResult(BatchedResult):
     """One (approximate) equilibrium per game of a batch.
 
     Attributes:
@@ -64,6 +163,9 @@ class EquilibriumResult:
     info: dict[str, Tensor] = field(default_factory=dict)
     path: tuple[Tensor, ...] | None = None
 
+    _repr_one = ("method", "strategies", "max_regret", "converged", "iterations")
+    _repr_batch = ("method", "batch_shape", "converged", "max_regret", "tol")
+
     @property
     def batch_shape(self) -> torch.Size:
         """The batch shape ``(*batch,)``."""
@@ -88,42 +190,9 @@ class EquilibriumResult:
         """``(*batch,)`` the largest player regret; an eps-equilibrium iff <= eps."""
         return self.regret.max(-1).values
 
-    def __getitem__(self, index) -> EquilibriumResult:
-        """Index the batch dimensions: ``result[3]`` is game 3's result."""
-        b = len(self.batch_shape)
-        return EquilibriumResult(
-            strategies=tuple(_index_batch(s, index, b) for s in self.strategies),
-            regret=_index_batch(self.regret, index, b),
-            converged=_index_batch(self.converged, index, b),
-            iterations=_index_batch(self.iterations, index, b),
-            method=self.method,
-            tol=self.tol,
-            residual=None if self.residual is None else _index_batch(self.residual, index, b),
-            info={k: _index_batch(v, index, b) for k, v in self.info.items()},
-            path=None if self.path is None else tuple(_index_batch(p, index, b) for p in self.path),
-        )
 
-    def __repr__(self) -> str:
-        if len(self.batch_shape) == 0:
-            probs = ", ".join(
-                "[" + ", ".join(f"{p:.4g}" for p in s.reshape(-1).tolist()) + "]"
-                for s in self.strategies
-            )
-            return (
-                f"EquilibriumResult(method={self.method!r}, strategies=({probs}), "
-                f"max_regret={float(self.max_regret):.3g}, converged={bool(self.converged)}, "
-                f"iterations={int(self.iterations)})"
-            )
-        done = int(self.converged.sum())
-        worst = float(self.max_regret.max()) if self.converged.numel() else 0.0
-        return (
-            f"EquilibriumResult(method={self.method!r}, batch_shape={tuple(self.batch_shape)}, "
-            f"converged={done}/{self.converged.numel()}, max_regret={worst:.3g}, tol={self.tol:g})"
-        )
-
-
-@dataclass(frozen=True)
-class EquilibriumSet:
+@dataclass(frozen=True, repr=False)
+class EquilibriumSet(BatchedResult):
     """All equilibria found for each game of a batch, padded to a common count.
 
     Attributes:
@@ -152,6 +221,9 @@ class EquilibriumSet:
     info: dict[str, Tensor] = field(default_factory=dict)
     actions: Tensor | None = None
 
+    _repr_one = ("method", "count", "degenerate")
+    _repr_batch = ("method", "batch_shape", "count", "degenerate")
+
     @property
     def batch_shape(self) -> torch.Size:
         return self.count.shape
@@ -164,21 +236,6 @@ class EquilibriumSet:
                 f"this one has batch shape {tuple(self.batch_shape)}: use .count"
             )
         return int(self.count)
-
-    def __getitem__(self, index) -> EquilibriumSet:
-        """Index the batch dimensions: ``eqs[3]`` is game 3's equilibria."""
-        b = len(self.batch_shape)
-        return EquilibriumSet(
-            strategies=tuple(_index_batch(s, index, b) for s in self.strategies),
-            regret=_index_batch(self.regret, index, b),
-            valid=_index_batch(self.valid, index, b),
-            count=_index_batch(self.count, index, b),
-            degenerate=_index_batch(self.degenerate, index, b),
-            method=self.method,
-            tol=self.tol,
-            info={k: _index_batch(v, index, b) for k, v in self.info.items()},
-            actions=None if self.actions is None else _index_batch(self.actions, index, b),
-        )
 
     def to_list(self) -> list[EquilibriumResult]:
         """The equilibria of an unbatched game as a list of results."""
@@ -204,17 +261,6 @@ class EquilibriumSet:
 
     def __iter__(self):
         return iter(self.to_list())
-
-    def __repr__(self) -> str:
-        if len(self.batch_shape) == 0:
-            return (
-                f"EquilibriumSet(method={self.method!r}, count={int(self.count)}, "
-                f"degenerate={bool(self.degenerate)})"
-            )
-        return (
-            f"EquilibriumSet(method={self.method!r}, batch_shape={tuple(self.batch_shape)}, "
-            f"total={int(self.count.sum())}, degenerate={int(self.degenerate.sum())})"
-        )
 
 
 def warn_not_converged(converged: Tensor, method: str) -> None:

@@ -27,9 +27,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validation import as_tensor, compute_dtype, describe
+from .validation import as_tensor, compute_dtype, describe
 
-__all__ = ["project_simplex", "simplex_support"]
+__all__ = ["all_supports", "project_simplex", "simplex_support"]
+
+
+def all_supports(L: int, device: torch.device | str | None = None) -> Tensor:
+    """``(2^L, L)`` bool: every support (face) of the simplex over ``L`` coordinates.
+
+    Row ``k`` is the subset whose members are the set bits of ``k``
+    (``S[k, l] = (k >> l) & 1``), so row 0 is the empty set and ``[1:]`` the
+    ``2^L - 1`` nonempty supports. The support-enumeration solvers of
+    :mod:`aggregation.scale` (exact, enumeration, welfare) enumerate these.
+    """
+    codes = torch.arange(1 << L, device=device)  # (2^L,)
+    return (codes.unsqueeze(-1) >> torch.arange(L, device=device)) & 1 == 1  # (2^L, L)
 
 
 def simplex_support(v: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_nonnegative, describe
+from .validation import check_nonnegative, describe
 
 __all__ = ["default_tol", "resolve_tol"]
 

@@ -71,8 +71,15 @@ LONG_VARIANTS = ("maha-nash", "full", "maha-softmax", "local", peer.VARIANT)
 DEFAULT_SEEDS = (0, 1, 2)
 LONG_SEEDS = (0, 1)
 #: Row order of the tables.
-TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax")
-GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response")
+TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
+               "maha-logit", "maha-nash-learnmu")  # fmt: skip
+GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
+                "maha-logit", "maha-nash-learnmu")  # fmt: skip
+#: Benchmark variants that are a library variant with config changes (trained explicitly,
+#: ``--variants``; not in the default grids): name -> (library variant, MAHAConfig changes).
+CONFIG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "maha-nash-learnmu": ("maha-nash", {"learn_mu": True}),
+}
 #: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
 WITHIN_BPB = 0.02
 #: Version of the cached-run format and of the grid's meaning; part of every key.
@@ -155,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.out_dir is None:  # a smoke test never touches the committed results
             args.out_dir = Path(tempfile.mkdtemp(prefix="lm_quality_quick_"))
     args.out_dir = RESULTS if args.out_dir is None else args.out_dir
-    known = (*VARIANTS, peer.VARIANT)
+    known = (*VARIANTS, *CONFIG_VARIANTS, peer.VARIANT)
     for name in args.variants or ():
         if name not in known:
             p.error(f"--variants: expected names among {', '.join(known)}; received {name!r}")
@@ -256,11 +263,19 @@ def model_config(settings: dict[str, Any], ffn_mult: int = 4) -> MAHAConfig:
     )
 
 
+def library_variant(variant: str, config: MAHAConfig) -> tuple[str, MAHAConfig]:
+    """The :data:`maha.model.VARIANTS` name and config that train ``variant``."""
+    if variant in CONFIG_VARIANTS:
+        base, changes = CONFIG_VARIANTS[variant]
+        return base, config.replace(**changes)
+    return variant, config
+
+
 def count_parameters(variant: str, config: MAHAConfig, peer_block_size: int) -> int:
     if variant == peer.VARIANT:
         return peer.count_parameters(config, peer_block_size)
     with torch.device("meta"):
-        model = build_model(variant, config)
+        model = build_model(*library_variant(variant, config))
     return sum(p.numel() for p in model.parameters())
 
 
@@ -279,9 +294,10 @@ def ffn_mult_for(variant: str, settings: dict[str, Any]) -> int:
 
 def train_config(variant: str, seed: int, settings: dict[str, Any], ffn_mult: int) -> TrainConfig:
     """The run's :class:`TrainConfig` (the peer trains the ``full`` backbone's config)."""
+    name, model = library_variant(variant, model_config(settings, ffn_mult))
     return TrainConfig(
-        variant="full" if variant == peer.VARIANT else variant,
-        model=model_config(settings, ffn_mult),
+        variant="full" if variant == peer.VARIANT else name,
+        model=model,
         data=None if settings["data"] == "stdlib" else settings["data"],
         max_bytes=settings["max_bytes"],
         seq_len=settings["seq_len"],
@@ -324,7 +340,9 @@ def _cli_args(config: TrainConfig) -> list[str]:
         "--eval-sequences", str(config.eval_sequences), "--no-progress",
     ] + (["--max-bytes", str(config.max_bytes)] if config.max_bytes else []) + (
         ["--gating"] if m.gating else []
-    ) + (["--asymmetric"] if m.asymmetric else [])  # fmt: skip
+    ) + (["--asymmetric"] if m.asymmetric else []) + (
+        ["--learn-mu"] if m.learn_mu else []
+    )  # fmt: skip
 
 
 def train_run(
@@ -425,6 +443,13 @@ def fusion_summary(checkpoint: Path, settings: dict[str, Any]) -> list[dict[str,
             row["max_regret"] = float(diag.regret[full].max())
         if diag.converged is not None:
             row["converged_share"] = float(diag.converged[full].double().mean())
+        if diag.residual is not None:
+            row["max_residual"] = float(diag.residual[full].max())
+        fusion = block.attn.fusion
+        if hasattr(fusion, "tau_raw"):
+            row["temperature"] = [round(float(v), 4) for v in fusion.temperature(torch.float64)]
+        if getattr(fusion, "learn_mu", False):
+            row["mu"] = [round(float(v), 4) for v in fusion.mu_per_head(torch.float64)]
         layers.append(row)
     return layers
 

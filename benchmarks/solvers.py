@@ -11,7 +11,10 @@ Jobs (per-game time; ratio = fastest peer / ours, measured in the same run):
 * fictitious play: ``fictitious_play`` vs nashpy ``fictitious_play``, per 1,000
   iterations of a 3x3 game;
 * three players (3x3x3): ``logit_qre(tol=1e-6)`` vs Gambit ``logit_solve``,
-  ``gnm_solve`` and ``ipa_solve``;
+  ``gnm_solve`` and ``ipa_solve``; ``liapunov(tol=1e-6)`` on the same games
+  against the same timings plus Gambit's ``liap_solve`` (from the centroid, on
+  ``--slow-sample`` games), with the share certified by each of its stages
+  (``--only-nplayer`` runs just these two rows);
 * QuantEcon (``quantecon.game_theory``, numba-compiled, the fastest peer; issue
   15): ``lemke_howson``, ``support_enumeration`` and ``vertex_enumeration`` on
   3x3, 6x6 and 8x8 games (``--quantecon-sizes``). One warm-up call per function
@@ -76,6 +79,7 @@ TARGETS = {
     "zero-sum": 10.0,
     "fictitious play": 100.0,
     "3-player": 30.0,
+    "3-player: liapunov": 30.0,
     "QuantEcon: Lemke-Howson": 3.0,
     "QuantEcon: support enumeration": 3.0,
     "QuantEcon: vertex enumeration": 3.0,
@@ -103,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quantecon-sample", type=int, default=300, help="games per QuantEcon loop")
     p.add_argument(
         "--only-quantecon", action="store_true", help="run only the QuantEcon comparison"
+    )
+    p.add_argument(
+        "--only-nplayer", action="store_true", help="run only the 3-player rows (no QuantEcon)"
     )
     args = p.parse_args(argv)
     if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
@@ -366,7 +373,7 @@ def run_fictitious_play(args, rng, progress: bool) -> dict[str, Any] | None:
     return job_row("fictitious play", "3x3, 1000 it.", ours, peers)
 
 
-def run_three_player(args, rng, progress: bool) -> dict[str, Any] | None:
+def run_three_player(args, rng, progress: bool) -> tuple[dict[str, Any], tuple] | None:
     logit_qre = getattr(aggregation, "logit_qre", None)
     if logit_qre is None:
         print("  3-player: aggregation.logit_qre is not available yet; skipped")
@@ -396,7 +403,54 @@ def run_three_player(args, rng, progress: bool) -> dict[str, Any] | None:
         sec, fails = time_peer(name, call, sample, progress, 30.0)
         peers[name] = {"us_per_game": 1e6 * sec, "games": S, "timeouts": fails}
     note = "" if ours["converged"] == 1.0 else "not every game reached regret <= 1e-6"
-    return job_row("3-player", "3x3x3", ours, peers, note)
+    return job_row("3-player", "3x3x3", ours, peers, note), (P, sample, peers)
+
+
+def run_liapunov(args, shared, progress: bool) -> dict[str, Any]:
+    """``liapunov(tol=1e-6)`` on the 3-player games of ``run_three_player``, against the
+    same Gambit timings (one run) plus Gambit's own ``liap_solve`` from the centroid."""
+    import pygambit
+
+    P, sample, peers = shared
+    N = P.shape[0]
+    game = NormalFormGame(torch.from_numpy(P), num_players=3)
+    with warnings.catch_warnings():  # unconverged games are counted, not warned about
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t, res = time_ours(
+            lambda: aggregation.liapunov(game, tol=1e-6),
+            lambda: aggregation.liapunov(game[:200], tol=1e-6),
+            args.repeats,
+        )
+    done = res.converged
+    ours = {
+        "solver": "liapunov(tol=1e-6)",
+        "us_per_game": 1e6 * t / N,
+        "games": N,
+        "converged": float(done.double().mean()),
+        "max_regret_converged": float(res.max_regret[done].max()) if bool(done.any()) else None,
+        "pure": float(res.info["pure"].double().mean()),
+        "face": float(res.info["face"].double().mean()),
+        "support": float(res.info["support"].double().mean()),
+        "descent": float(
+            (done & ~res.info["pure"] & ~res.info["face"] & ~res.info["support"]).double().mean()
+        ),
+    }
+    slow = sample[: args.slow_sample]
+    sec, fails = time_peer(
+        "gambit.liap_solve",
+        lambda g: pygambit.nash.liap_solve(g.mixed_strategy_profile(rational=False)),
+        slow,
+        progress,
+        30.0,
+    )
+    peers = dict(peers)
+    peers["gambit.liap_solve"] = {"us_per_game": 1e6 * sec, "games": len(slow), "timeouts": fails}
+    note = (
+        f"{ours['converged']:.2%} certified at regret <= 1e-6 (vertices {ours['pure']:.1%}, "
+        f"faces {ours['face']:.1%}, wider supports {ours['support']:.1%}, descent "
+        f"{ours['descent']:.2%})"
+    )
+    return job_row("3-player: liapunov", "3x3x3", ours, peers, note)
 
 
 def run_quantecon(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
@@ -516,16 +570,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     skipped: list[str] = []
     if not args.only_quantecon:
-        for k in args.sizes:
+        for k in [] if args.only_nplayer else args.sizes:
             print(f"{k}x{k} games: {args.games} ours, {args.peer_sample} per peer", flush=True)
             jobs += run_two_player(args, rng, k, progress)
-        print("fictitious play (3x3, 1000 iterations)", flush=True)
-        row = run_fictitious_play(args, rng, progress)
-        jobs += [row] if row else []
-        skipped += [] if row else ["fictitious play (aggregation.fictitious_play missing)"]
+        if not args.only_nplayer:
+            print("fictitious play (3x3, 1000 iterations)", flush=True)
+            row = run_fictitious_play(args, rng, progress)
+            jobs += [row] if row else []
+            skipped += [] if row else ["fictitious play (aggregation.fictitious_play missing)"]
         print("3-player 3x3x3", flush=True)
-        row = run_three_player(args, rng, progress)
+        out = run_three_player(args, rng, progress)
+        row = out[0] if out else None
         jobs += [row] if row else []
+        if out and hasattr(aggregation, "liapunov"):
+            print("3-player 3x3x3: liapunov", flush=True)
+            jobs.append(run_liapunov(args, out[1], progress))
         skipped += [] if row else ["3-player (aggregation.logit_qre missing)"]
     try:
         import quantecon.game_theory  # noqa: F401
@@ -534,7 +593,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ImportError:
         have_qe = False
         skipped.append("QuantEcon (quantecon is not installed: pip install .[peers])")
-    for k in args.quantecon_sizes if have_qe else []:
+    if args.threads is not None:  # importing quantecon (numba) can reset torch's thread count
+        torch.set_num_threads(args.threads)
+    for k in args.quantecon_sizes if have_qe and not args.only_nplayer else []:
         print(f"{k}x{k} games vs QuantEcon: {args.games} ours", flush=True)
         for r in run_quantecon(args, rng, k, progress):
             jobs.append(r)

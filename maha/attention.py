@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation._validation import check_int
+from .config import validate_layer_args
 
 __all__ = ["MultiscaleAttention", "cached_attention", "local_attention", "global_attention"]
 
@@ -352,15 +352,13 @@ class MultiscaleAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.d_model = check_int(d_model, "d_model", minimum=1)
-        self.num_heads = check_int(num_heads, "num_heads", minimum=1)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model must be divisible by num_heads; received d_model={d_model}, "
-                f"num_heads={num_heads}"
-            )
-        self.num_scales = check_int(num_scales, "num_scales", minimum=1)
-        self.window = None if window is None else check_int(window, "window", minimum=1)
+        validate_layer_args(
+            d_model=d_model, num_heads=num_heads, num_scales=num_scales, window=window
+        )
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.num_scales = num_scales
+        self.window = window
         self.global_coarsest = bool(global_coarsest)
         self.head_dim = d_model // num_heads
         factory: dict[str, Any] = {"device": device, "dtype": dtype}

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation._validation import check_int, describe
+from aggregation.validation import check_int, describe
 
-from .config import MAHAConfig
+from .config import MAHAConfig, check_config
 from .fusion import FusionDiagnostics
 from .layer import MAHAAttention, check_attention_inputs
 from .standard import StandardAttention
@@ -264,9 +264,7 @@ class MAHABlock(ResidualBlock):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(config, MAHAConfig):
-            raise TypeError(f"config must be a MAHAConfig; received {type(config).__name__}")
-        self.config = config
+        self.config = check_config(config)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         d = config.d_model
         self.ln_1 = nn.LayerNorm(d, bias=config.bias, **factory)
@@ -278,27 +276,7 @@ class MAHABlock(ResidualBlock):
             bias=config.bias,
             **factory,
         )
-        self.attn = MAHAAttention(
-            d,
-            config.n_head,
-            config.num_scales,
-            config.ratio,
-            config.window,
-            config.strategy,
-            config.causal,
-            decomposition=config.decomposition,
-            global_coarsest=config.global_coarsest,
-            gating=config.gating,
-            mu=config.mu,
-            asymmetric=config.asymmetric,
-            utility_eps=config.utility_eps,
-            solver_tol=config.solver_tol,
-            solver_max_iter=config.solver_max_iter,
-            bias=config.bias,
-            dropout=config.dropout,
-            max_length=config.block_size,
-            **factory,
-        )
+        self.attn = MAHAAttention.from_config(config, **factory)
         self.ln_2 = nn.LayerNorm(d, bias=config.bias, **factory)
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias, **factory)
 

@@ -4,21 +4,25 @@ One frozen dataclass, :class:`MAHAConfig`, holds every hyper-parameter of
 :class:`maha.MAHAAttention`, :class:`maha.MAHABlock` and the language models in
 :mod:`maha.model`. It validates itself on construction, so a bad value fails
 early with a message that names the field, what was expected and what was
-received.
+received. Modules take it whole (nanoGPT's ``Block(config)``): the models,
+``MAHABlock(config)``, ``MAHAAttention.from_config(config)`` and
+``ScaleFusion.from_config(config)``; :func:`check_config` is their one type check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aggregation._validation import check_choice, check_int, check_positive, describe
+from aggregation.validation import check_choice, check_int, check_positive, describe
 
 __all__ = [
     "DECOMPOSITIONS",
     "STRATEGIES",
     "MAHAConfig",
+    "check_config",
     "validate_layer_args",
 ]
 
@@ -30,42 +34,76 @@ STRATEGIES: tuple[str, ...] = (
     "best_response",
     "mean",
     "softmax",
+    "logit",
 )
 
 #: Downsampling operators of :class:`maha.HierarchicalDecomposition`.
 DECOMPOSITIONS: tuple[str, ...] = ("conv", "dense_conv", "avg", "max")
 
 
-def validate_layer_args(
-    *,
-    d_model: Any,
-    num_heads: Any,
-    num_scales: Any,
-    ratio: Any,
-    window: Any,
-    strategy: Any,
-    decomposition: Any = "conv",
-) -> None:
-    """Validate the structural arguments shared by the layer and the config.
+def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, name: None if value is None else check(value, name)
+
+
+def _dropout(value: Any, name: str) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1); received {describe(value)}")
+    return float(value)
+
+
+#: The one rule of each hyper-parameter of the layer and its parts, by argument name.
+_LAYER_RULES: dict[str, Callable[[Any, str], Any]] = {
+    "d_model": lambda value, name: check_int(value, name, minimum=1),
+    "num_heads": lambda value, name: check_int(value, name, minimum=1),
+    "head_dim": lambda value, name: check_int(value, name, minimum=1),
+    "num_scales": lambda value, name: check_int(value, name, minimum=1),
+    "ratio": lambda value, name: check_int(value, name, minimum=2),
+    "window": _optional(lambda value, name: check_int(value, name, minimum=1)),
+    "strategy": lambda value, name: check_choice(value, name, STRATEGIES),
+    "decomposition": lambda value, name: check_choice(value, name, DECOMPOSITIONS),
+    "mu": check_positive,
+    "utility_eps": check_positive,
+    "solver_tol": _optional(check_positive),
+    "solver_max_iter": _optional(lambda value, name: check_int(value, name, minimum=1)),
+    "dropout": _dropout,
+}
+
+
+def validate_layer_args(**fields: Any) -> dict[str, Any]:
+    """Validate hyper-parameters of the layer or of its parts, each by its one rule.
+
+    The one home of these checks: :class:`MAHAConfig` validates its fields here
+    (``num_heads`` is its ``n_head``), and so do the parts built alone
+    (:class:`maha.ScaleFusion`, :class:`maha.MultiscaleAttention`,
+    :class:`maha.HierarchicalDecomposition`, :func:`maha.flops.maha_flops`), each
+    with the arguments it has. Rules: ``d_model``, ``num_heads``, ``head_dim``,
+    ``num_scales`` integers ``>= 1`` and ``d_model`` divisible by ``num_heads``
+    (when both are given); ``ratio >= 2``; ``window`` None or ``>= 1``;
+    ``strategy`` in :data:`STRATEGIES`; ``decomposition`` in
+    :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``solver_tol`` None
+    or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``.
+
+    Returns:
+        The checked values by name (integers as ``int``, numbers as ``float``).
 
     Raises:
         TypeError: a non-integer size or a non-string choice.
-        ValueError: ``d_model`` not divisible by ``num_heads``, ``ratio < 2``,
-            ``num_scales < 1``, ``window < 1``, or an unknown choice.
+        ValueError: a value out of its range or an unknown choice, naming the
+            argument, the expectation and what was received.
     """
-    check_int(d_model, "d_model", minimum=1)
-    check_int(num_heads, "num_heads", minimum=1)
-    if d_model % num_heads != 0:
+    unknown = sorted(set(fields) - set(_LAYER_RULES))
+    if unknown:
+        raise TypeError(
+            f"validate_layer_args has no rule for {unknown}; known: {sorted(_LAYER_RULES)}"
+        )
+    checked = {name: _LAYER_RULES[name](value, name) for name, value in fields.items()}
+    d_model, num_heads = checked.get("d_model"), checked.get("num_heads")
+    if d_model is not None and num_heads is not None and d_model % num_heads != 0:
         raise ValueError(
             f"d_model must be divisible by num_heads; received d_model={d_model}, "
             f"num_heads={num_heads} (remainder {d_model % num_heads})"
         )
-    check_int(num_scales, "num_scales", minimum=1)
-    check_int(ratio, "ratio", minimum=2)
-    if window is not None:
-        check_int(window, "window", minimum=1)
-    check_choice(strategy, "strategy", STRATEGIES)
-    check_choice(decomposition, "decomposition", DECOMPOSITIONS)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -91,6 +129,9 @@ class MAHAConfig:
             ``C = beta * Gram / d_h + mu * I`` (strong monotonicity modulus).
         asymmetric: add a learned skew-symmetric term to C (the game is then
             no longer a potential game; the equilibrium stays unique).
+        learn_mu: learn the diagonal shift per head, ``mu_h = mu * m_h`` with
+            ``m_h = softplus(.) + 1e-3 > 0`` initialised to 1 (so ``mu_h > 0`` and
+            the game stays strongly monotone); False: ``mu_h = mu`` fixed.
         utility_eps: eps > 0 in ``a = softplus(.) + eps`` (keeps x* != 0).
         solver_tol: tolerance passed to the solvers (regret relative to the
             game's payoff unit ``ScaleGame.payoff_unit()`` for the game; KKT
@@ -120,6 +161,7 @@ class MAHAConfig:
     gating: bool = False
     mu: float = 1.0
     asymmetric: bool = False
+    learn_mu: bool = False
     utility_eps: float = 1e-3
     solver_tol: float | None = None
     solver_max_iter: int | None = None
@@ -142,24 +184,24 @@ class MAHAConfig:
             window=self.window,
             strategy=self.strategy,
             decomposition=self.decomposition,
+            mu=self.mu,
+            utility_eps=self.utility_eps,
+            solver_tol=self.solver_tol,
+            solver_max_iter=self.solver_max_iter,
+            dropout=self.dropout,
         )
-        check_positive(self.mu, "mu")
-        check_positive(self.utility_eps, "utility_eps")
-        if self.solver_tol is not None:
-            check_positive(self.solver_tol, "solver_tol")
-        if self.solver_max_iter is not None:
-            check_int(self.solver_max_iter, "solver_max_iter", minimum=1)
         check_int(self.ffn_mult, "ffn_mult", minimum=1)
         check_int(self.conv_kernel, "conv_kernel", minimum=1)
         check_int(self.conv_dilation, "conv_dilation", minimum=1)
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(
-                f"dropout must be a number in [0, 1); received {describe(self.dropout)}"
-            )
-        for name in ("global_coarsest", "gating", "asymmetric", "bias", "causal"):
+        for name in ("global_coarsest", "gating", "asymmetric", "learn_mu", "bias", "causal"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool; received {describe(value)}")
+
+    @property
+    def num_heads(self) -> int:
+        """``n_head`` under the layer's name (:class:`maha.MAHAAttention`'s ``num_heads``)."""
+        return self.n_head
 
     @property
     def head_dim(self) -> int:
@@ -184,3 +226,17 @@ class MAHAConfig:
         if unknown:
             raise ValueError(f"values has unknown config fields {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def check_config(config: object, name: str = "config") -> MAHAConfig:
+    """``config`` itself if it is a :class:`MAHAConfig` (already validated on construction).
+
+    The one type check of every public constructor that takes the config whole
+    (:class:`maha.MAHABlock`, the language models, ``from_config``).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`MAHAConfig`, naming what was received.
+    """
+    if not isinstance(config, MAHAConfig):
+        raise TypeError(f"{name} must be a MAHAConfig; received {describe(config)}")
+    return config

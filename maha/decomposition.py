@@ -7,30 +7,22 @@ operator is causal by construction (a block never sees a token outside itself).
 Lengths follow ``n_l = ceil(n_{l-1} / r)``; the tail of a scale whose length is
 not a multiple of ``r`` is padded with zeros, so the last block of a scale may
 be *incomplete*. Whoever consumes the scales in causal mode must never let a
-position use a block that ends after it (see :mod:`maha.upsample`).
+position use a block that ends after it (the block rule of :mod:`maha.scales`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from aggregation._validation import check_choice, check_int, describe
+from aggregation.validation import check_choice, describe
 
-from .config import DECOMPOSITIONS
+from .config import DECOMPOSITIONS, validate_layer_args
+from .scales import scale_lengths
 
-__all__ = ["HierarchicalDecomposition", "scale_lengths", "downsample_valid"]
-
-
-def scale_lengths(length: int, num_scales: int, ratio: int) -> list[int]:
-    """``[n_0, ..., n_{L-1}]`` with ``n_0 = length`` and ``n_l = ceil(n_{l-1} / ratio)``."""
-    lengths = [int(length)]
-    for _ in range(num_scales - 1):
-        lengths.append(math.ceil(lengths[-1] / ratio))
-    return lengths
+__all__ = ["HierarchicalDecomposition", "downsample_valid"]
 
 
 def _pad_tail(x: Tensor, ratio: int, dim: int, value: float | bool = 0) -> Tensor:
@@ -147,9 +139,8 @@ class HierarchicalDecomposition(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.d_model = check_int(d_model, "d_model", minimum=1)
-        self.num_scales = check_int(num_scales, "num_scales", minimum=1)
-        self.ratio = check_int(ratio, "ratio", minimum=2)
+        validate_layer_args(d_model=d_model, num_scales=num_scales, ratio=ratio)
+        self.d_model, self.num_scales, self.ratio = d_model, num_scales, ratio
         self.mode = check_choice(mode, "mode", DECOMPOSITIONS)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         levels = self.num_scales - 1

@@ -67,10 +67,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from aggregation._validation import check_choice, check_int, describe
+from aggregation.validation import check_int, describe
 
-from .config import DECOMPOSITIONS, STRATEGIES
-from .decomposition import scale_lengths
+from .config import validate_layer_args
+from .scales import scale_lengths
 
 __all__ = [
     "FlopBreakdown",
@@ -157,17 +157,17 @@ def maha_flops(
     Args mirror the layer's; ``length`` is n and ``batch`` is B.
     """
     n = check_int(length, "length", minimum=1)
-    d = check_int(d_model, "d_model", minimum=1)
-    H = check_int(num_heads, "num_heads", minimum=1)
-    L = check_int(num_scales, "num_scales", minimum=1)
-    r = check_int(ratio, "ratio", minimum=2)
     B = check_int(batch, "batch", minimum=1)
-    if window is not None:
-        check_int(window, "window", minimum=1)
-    check_choice(strategy, "strategy", STRATEGIES)
-    check_choice(decomposition, "decomposition", DECOMPOSITIONS)
-    if d % H:
-        raise ValueError(f"d_model must be divisible by num_heads; received {d} and {H}")
+    validate_layer_args(
+        d_model=d_model,
+        num_heads=num_heads,
+        num_scales=num_scales,
+        ratio=ratio,
+        window=window,
+        strategy=strategy,
+        decomposition=decomposition,
+    )
+    d, H, L, r = d_model, num_heads, num_scales, ratio
     dh = d // H
     lengths = scale_lengths(n, L, r)
     projections = 4 * B * d * d * sum(lengths) + 4 * B * n * d * d

@@ -1,19 +1,22 @@
 """Fusion of the scale outputs, per position and head, by the scale game (MAHA Section 4.3).
 
 At every position ``t`` and head ``h`` the L scales produce ``o_1..o_L in R^{d_h}``
-(absent scales, see :mod:`maha.upsample`, are masked out). The fused output is
+(absent scales, see :mod:`maha.scales`, are masked out). The fused output is
 ``sum_l w_l o_l`` with weights from one of the strategies:
 
-- ``"nash"``: the Nash equilibrium ``x*`` of the scale game (DESIGN.md section 3)
-  with utilities and interactions built from the outputs,
+- ``"nash"``: the Nash equilibrium ``x*`` of the scale game (existence, uniqueness
+  and the LCP form: ``proofs/01_existence_uniqueness.md``) with utilities and
+  interactions built from the outputs,
 
       a_l = softplus(<u_{l,h}, o_l> + b_{l,h}) + eps                 (a > 0)
       C   = beta_h * Gram(o) / d_h + mu * I  (+ S_h - S_h^T)          (sym(C) > 0)
 
   i.e. ``x* >= 0, C x* - a >= 0, x*^T (C x* - a) = 0``, solved exactly by
-  ``aggregation.solve_scale_game(method="exact")`` (eager, CPU) or by support
+  ``aggregation.solve_scale_game(method="exact")`` (eager, CPU), by
+  ``aggregation.scale.small_batch.scale_game_small_batch`` (eager, at most
+  ``SMALL_BATCH_GAMES`` games and no graph: a decoding step) or by support
   enumeration, ``aggregation.scale_game_enumeration`` (while compiling and off the
-  CPU: no host reads); ``w = x* / sum x*``.
+  CPU); the last two read nothing on the host; ``w = x* / sum x*``.
 - ``"fictitious_play"`` / ``"best_response"``: the same game solved by those
   iterative methods (a fixed iteration budget per element).
 - ``"convex"``: the planner's problem ``w* = argmax_{w in simplex} a^T w -
@@ -22,11 +25,18 @@ At every position ``t`` and head ``h`` the L scales produce ``o_1..o_L in R^{d_h
 - ``"mean"``: the average of the present scales.
 - ``"softmax"``: ``softmax(theta)`` of one learned vector ``theta in R^L``
   restricted to the present scales (the paper code's baseline).
+- ``"logit"``: the logit (entropy-regularised) equilibrium of the same game on the
+  simplex, ``w = softmax_present((a - C w) / tau_h)``
+  (``aggregation.logit_scale_equilibrium``; ``proofs/10_logit_equilibrium.md``):
+  unique, every present scale weighted ``> 0`` (none loses its gradient), with a
+  learned per-head temperature ``tau_h = softplus(.) + 0.05`` initialised to 1;
+  ``C = 0`` would give ``softmax(a / tau_h)``.
 
 Gradients of the game and convex strategies come from ``aggregation``'s implicit
 differentiation. ``beta_h = softplus(.)`` is learned and positive, ``mu > 0`` is
-fixed, so the symmetric part of C is positive definite and the equilibrium is
-unique (Rosen 1965). The solvers run in float32 at least (float64 stays float64).
+fixed (or, with ``learn_mu``, ``mu_h = mu * (softplus(.) + 1e-3)`` learned per head,
+initialised to ``mu``), so the symmetric part of C is positive definite and the
+equilibrium is unique (Rosen 1965). The solvers run in float32 at least (float64 stays float64).
 
 Optional cross-scale gating (paper Eq. 12), applied before fusion:
 ``z_l = sigmoid(W_g^l [o_l; o_{l+1}] + b_g^l)``, ``o_l <- z_l * o_l + (1 - z_l) * o_{l+1}``
@@ -44,15 +54,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import aggregation
-from aggregation._validation import (
-    check_choice,
-    check_int,
-    check_positive,
-    compute_dtype,
-    describe,
-)
+from aggregation.scale.small_batch import scale_game_small_batch
+from aggregation.validation import compute_dtype, describe
 
-from .config import STRATEGIES
+from .attention import _no_autocast
+from .config import MAHAConfig, check_config, validate_layer_args
 from .fusion_ops import ScaleRows, game_features, mix, stack_scales
 
 __all__ = ["FusionDiagnostics", "FusionOutput", "ScaleFusion", "gram_matrix"]
@@ -67,6 +73,30 @@ def _use_enumeration(num_scales: int, device: torch.device) -> bool:
     if num_scales > aggregation.scale.enumeration.MAX_ENUMERATION_PLAYERS:
         return False
     return torch.compiler.is_compiling() or device.type != "cpu"
+
+
+#: Lower bound of the logit strategy's learned temperature (tau_h = softplus(.) + floor):
+#: it keeps the equilibrium away from the sharp Nash limit, where float32 cannot certify it.
+TAU_FLOOR = 0.05
+#: Lower bound of the learned diagonal shift, relative to mu (mu_h >= MU_FLOOR * mu > 0).
+MU_FLOOR = 1e-3
+
+# Eager calls that solve at most this many nash games and need no graph (a decoding
+# step: B * H games for one new position) use aggregation's small-batch solver: every
+# support in one batched solve, about a hundred tensor ops instead of the pivoting
+# solver's several hundred (measured on 2 loaded cores, one thread, 4 games of L = 4:
+# 1.0 vs 1.4 ms; 64 games: 1.4 vs 2.2 ms). It returns the same equilibria and
+# certificates (tests/aggregation/test_small_batch.py); larger batches pivot.
+SMALL_BATCH_GAMES = 1024
+
+
+def _few_games(a: Tensor, C: Tensor) -> bool:
+    """Whether the small-batch solver takes these games (eager, few games, no graph)."""
+    if a.shape[-1] > aggregation.scale.enumeration.MAX_ENUMERATION_PLAYERS:
+        return False
+    if torch.is_grad_enabled() and (a.requires_grad or C.requires_grad):
+        return False
+    return a.numel() <= SMALL_BATCH_GAMES * a.shape[-1]
 
 
 _GAME_METHODS = {
@@ -91,6 +121,8 @@ class FusionDiagnostics:
             ``w*`` (convex).
         regret: ``(B, n, H, L)`` each player's regret at ``x*`` (game strategies).
         converged: ``(B, n, H)`` bool, the solver's convergence flag.
+        residual: ``(B, n, H)`` (``"logit"``) the fixed-point residual
+            ``max_l |w_l - softmax((a - C w) / tau)_l|`` that ``converged`` judges.
         fallback: ``(B, n, H)`` bool (game strategies): the weights are the
             documented fallback, uniform over the present scales, because the
             solver returned no certified profile with positive total (an
@@ -108,6 +140,7 @@ class FusionDiagnostics:
     regret: Tensor | None = None
     converged: Tensor | None = None
     fallback: Tensor | None = None
+    residual: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +155,7 @@ def _check_finite(a: Tensor, C: Tensor) -> None:
     """Refuse non-finite games, naming their source (one host read; skipped under compile)."""
     if torch.compiler.is_compiling():
         return
-    if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(C).all()):
+    if not bool(torch.isfinite(a).all() & torch.isfinite(C).all()):
         raise ValueError(
             "o (the scale outputs) must be finite, and so must the fusion's parameters: the "
             "utilities and interactions of the fusion games built from them hold NaN or inf"
@@ -145,10 +178,12 @@ class ScaleFusion(nn.Module):
         num_heads: H.
         head_dim: d_h.
         strategy: one of ``"nash"``, ``"convex"``, ``"fictitious_play"``,
-            ``"best_response"``, ``"mean"``, ``"softmax"``.
+            ``"best_response"``, ``"mean"``, ``"softmax"``, ``"logit"``.
         gating: apply the cross-scale gate (paper Eq. 12).
         mu: mu > 0, the diagonal shift of C.
         asymmetric: add a learned skew-symmetric term ``S_h - S_h^T`` to C.
+        learn_mu: learn the shift per head, ``mu_h = mu * (softplus(.) + 1e-3)``,
+            initialised to ``mu`` (game and convex strategies).
         utility_eps: eps > 0 added to the utilities.
         solver_tol: tolerance of the solvers (None: their default,
             ``aggregation.tolerance.default_tol`` of the dtype: 1e-9 in float64,
@@ -168,6 +203,7 @@ class ScaleFusion(nn.Module):
         gating: bool = False,
         mu: float = 1.0,
         asymmetric: bool = False,
+        learn_mu: bool = False,
         utility_eps: float = 1e-3,
         solver_tol: float | None = None,
         solver_max_iter: int | None = None,
@@ -175,18 +211,29 @@ class ScaleFusion(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.num_scales = check_int(num_scales, "num_scales", minimum=1)
-        self.num_heads = check_int(num_heads, "num_heads", minimum=1)
-        self.head_dim = check_int(head_dim, "head_dim", minimum=1)
-        self.strategy = check_choice(strategy, "strategy", STRATEGIES)
-        self.gating = bool(gating)
-        self.mu = check_positive(mu, "mu")
-        self.utility_eps = check_positive(utility_eps, "utility_eps")
-        self.solver_tol = None if solver_tol is None else check_positive(solver_tol, "solver_tol")
-        self.solver_max_iter = (
-            None if solver_max_iter is None else check_int(solver_max_iter, "solver_max_iter")
+        checked = validate_layer_args(
+            num_scales=num_scales,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            strategy=strategy,
+            mu=mu,
+            utility_eps=utility_eps,
+            solver_tol=solver_tol,
+            solver_max_iter=solver_max_iter,
         )
+        self.num_scales = checked["num_scales"]
+        self.num_heads = checked["num_heads"]
+        self.head_dim = checked["head_dim"]
+        self.strategy = checked["strategy"]
+        self.gating = bool(gating)
+        self.mu = checked["mu"]
+        self.utility_eps = checked["utility_eps"]
+        self.solver_tol = checked["solver_tol"]
+        self.solver_max_iter = checked["solver_max_iter"]
         self.asymmetric = bool(asymmetric)
+        if not isinstance(learn_mu, bool):
+            raise TypeError(f"learn_mu must be a bool; received {describe(learn_mu)}")
+        self.learn_mu = learn_mu
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         L, H, dh = self.num_scales, self.num_heads, self.head_dim
         self.uses_game = self.strategy not in ("mean", "softmax")
@@ -198,6 +245,12 @@ class ScaleFusion(nn.Module):
             self.beta_raw = nn.Parameter(torch.full((H,), inv_softplus_one, **factory))
             if self.asymmetric:
                 self.skew = nn.Parameter(torch.zeros(H, L, L, **factory))
+            if self.learn_mu:  # mu_h = mu * (softplus(raw) + MU_FLOOR) = mu at initialisation
+                raw = math.log(math.expm1(1.0 - MU_FLOOR))
+                self.mu_raw = nn.Parameter(torch.full((H,), raw, **factory))
+            if self.strategy == "logit":  # tau_h = softplus(raw) + TAU_FLOOR = 1 initially
+                raw = math.log(math.expm1(1.0 - TAU_FLOOR))
+                self.tau_raw = nn.Parameter(torch.full((H,), raw, **factory))
         if self.strategy == "softmax":
             self.logits = nn.Parameter(torch.zeros(L, **factory))
         if self.gating and L > 1:
@@ -206,6 +259,38 @@ class ScaleFusion(nn.Module):
                 torch.empty(L - 1, 2 * dh, dh, **factory).uniform_(-bound, bound)
             )
             self.gate_bias = nn.Parameter(torch.zeros(L - 1, dh, **factory))
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MAHAConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ScaleFusion:
+        """The fusion of a layer built from ``config``: its scale, head, strategy and solver fields.
+
+        ``L = num_scales``, ``H = n_head``, ``d_h = d_model // n_head``; ``strategy``,
+        ``gating``, ``mu``, ``asymmetric``, ``learn_mu``, ``utility_eps``,
+        ``solver_tol`` and ``solver_max_iter`` as in the config
+        (:class:`maha.MAHAConfig`).
+        """
+        config = check_config(config)
+        return cls(
+            config.num_scales,
+            config.num_heads,
+            config.head_dim,
+            config.strategy,
+            gating=config.gating,
+            mu=config.mu,
+            asymmetric=config.asymmetric,
+            learn_mu=config.learn_mu,
+            utility_eps=config.utility_eps,
+            solver_tol=config.solver_tol,
+            solver_max_iter=config.solver_max_iter,
+            device=device,
+            dtype=dtype,
+        )
 
     # ------------------------------------------------------------------ parts
     def gate(self, o: Tensor, present: Tensor) -> Tensor:
@@ -230,6 +315,17 @@ class ScaleFusion(nn.Module):
         gated = torch.where(use, mixed, fine)
         return torch.cat([gated, o[..., -1:, :]], dim=-2)  # (B, n, H, L, d_h)
 
+    def mu_per_head(self, dtype: torch.dtype) -> Tensor:
+        """``(H,)`` the diagonal shifts ``mu_h``: ``mu`` or, with ``learn_mu``,
+        ``mu * (softplus(raw_h) + MU_FLOOR)`` (``> 0``, ``mu`` at initialisation)."""
+        if not self.learn_mu:
+            return torch.full((self.num_heads,), self.mu, dtype=dtype, device=self.beta_raw.device)
+        return self.mu * (F.softplus(self.mu_raw.to(dtype)) + MU_FLOOR)
+
+    def temperature(self, dtype: torch.dtype) -> Tensor:
+        """``(H,)`` the logit strategy's temperatures ``tau_h = softplus(raw_h) + TAU_FLOOR``."""
+        return F.softplus(self.tau_raw.to(dtype)) + TAU_FLOOR
+
     def game_inputs(self, o: Tensor | ScaleRows) -> tuple[Tensor, Tensor]:
         """Utilities and interaction matrix of every (position, head) game.
 
@@ -239,7 +335,8 @@ class ScaleFusion(nn.Module):
 
         Returns:
             ``a``: ``(B, n, H, L)``, ``a_l = softplus(<u_{l,h}, o_l> + b_{l,h}) + eps``;
-            ``C``: ``(B, n, H, L, L)``, ``beta_h <o_l, o_k> / d_h + mu [l = k] (+ S_h - S_h^T)``.
+            ``C``: ``(B, n, H, L, L)``, ``beta_h <o_l, o_k> / d_h + mu_h [l = k] (+ S_h - S_h^T)``
+            (``mu_h`` from :meth:`mu_per_head`).
         """
         rows = self._rows(o)
         dtype = rows.dtype
@@ -249,7 +346,7 @@ class ScaleFusion(nn.Module):
         a = F.softplus(score + self.utility_bias.to(dtype).t()) + self.utility_eps  # (B,n,H,L)
         beta = F.softplus(self.beta_raw.to(dtype)).view(-1, 1, 1)  # (H, 1, 1)
         eye = torch.eye(self.num_scales, dtype=dtype, device=rows.device)
-        C = beta * gram + self.mu * eye  # (B, n, H, L, L)
+        C = beta * gram + self.mu_per_head(dtype).view(-1, 1, 1) * eye  # (B, n, H, L, L)
         if self.asymmetric:
             skew = self.skew.to(dtype)
             C = C + (skew - skew.transpose(-1, -2))  # (H, L, L) broadcast
@@ -335,8 +432,7 @@ class ScaleFusion(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor | None]]:
         """Build and solve the games; returns weights ``(B, n, H, L)`` and diagnostics."""
         dtype = compute_dtype(rows.dtype)
-        device_type = rows.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        with _no_autocast(rows.device):
             a, C = self.game_inputs(rows.to(dtype))
             # Positions where no scale is present (fully padded rows): solve a dummy
             # full game there and zero its weights, so the solvers never see L = 0.
@@ -344,7 +440,26 @@ class ScaleFusion(nn.Module):
             _check_finite(a, C)
             options: dict[str, Any] = {"tol": self.solver_tol, "max_iter": self.solver_max_iter}
             enumerate_ = _use_enumeration(self.num_scales, a.device)
-            if self.strategy == "convex":
+            if self.strategy == "logit":
+                tau = self.temperature(a.dtype).view(1, 1, -1)  # (1, 1, H): per head
+                equilibrium = aggregation.logit_scale_equilibrium(
+                    a,
+                    C,
+                    solve_mask,
+                    tau=tau,
+                    tol=self.solver_tol,
+                    max_iter=self.solver_max_iter or aggregation.scale.logit.DEFAULT_MAX_ITER,
+                    check_values=False,  # a, C checked above; tau > 0 by construction
+                )
+                weights = equilibrium.weights
+                extra: dict[str, Tensor | None] = {
+                    "utilities": a,
+                    "interaction": C,
+                    "strategies": equilibrium.weights,
+                    "converged": equilibrium.converged,
+                    "residual": equilibrium.residual,
+                }
+            elif self.strategy == "convex":
                 Q = 0.5 * (C + C.transpose(-1, -2))  # (B, n, H, L, L)
                 if enumerate_:
                     planner = aggregation.convex_aggregate_enumeration(
@@ -353,7 +468,7 @@ class ScaleFusion(nn.Module):
                 else:
                     planner = aggregation.convex_aggregate(a, Q, solve_mask, **options)
                 weights = planner.weights
-                extra: dict[str, Tensor | None] = {
+                extra = {
                     "utilities": a,
                     "interaction": C,
                     "strategies": planner.weights,
@@ -364,6 +479,8 @@ class ScaleFusion(nn.Module):
                     result = aggregation.scale_game_enumeration(
                         a, C, solve_mask, tol=self.solver_tol
                     )
+                elif self.strategy == "nash" and _few_games(a, C):
+                    result = scale_game_small_batch(a, C, solve_mask, tol=self.solver_tol)
                 else:
                     game = aggregation.ScaleGame(a, C, solve_mask)
                     method = _GAME_METHODS[self.strategy]
@@ -384,5 +501,5 @@ class ScaleFusion(nn.Module):
         return (
             f"num_scales={self.num_scales}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
             f"strategy={self.strategy!r}, gating={self.gating}, mu={self.mu}, "
-            f"asymmetric={self.asymmetric}"
+            f"asymmetric={self.asymmetric}, learn_mu={self.learn_mu}"
         )

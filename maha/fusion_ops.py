@@ -1,7 +1,7 @@
 """Kernels of the fusion step that read the upsampled scales without building their stack.
 
 The fusion reads, at every position ``t`` and head ``h``, the L upsampled scale
-outputs ``o_l(t) = O_l[j_l(t)]`` (block index ``j_l`` of :mod:`maha.upsample`). The
+outputs ``o_l(t) = O_l[j_l(t)]`` (block index ``j_l`` of :mod:`maha.scales`). The
 stack ``(B, n, H, L, d_h)`` of these rows is ``L`` times larger than the input,
 and every pass over it (building it, products, their adjoints, summing
 gradients) is a memory-bound sweep; above 32 MiB each fresh buffer is also a
@@ -19,8 +19,8 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   own rows against the weights viewed as blocks of ``r^l`` positions), with a
   chunked backward.
 
-The block rule lives in one place, :func:`_blocks`; the Gram chunks cut the
-positions only at boundaries that every scale's blocks share. A stack that the
+The block rule comes from :mod:`maha.scales` (:func:`maha.scales.block_span`); the
+Gram chunks cut the positions only at boundaries that every scale's blocks share. A stack that the
 caller already built and that fits in one chunk (:meth:`ScaleRows.small_stack`,
 e.g. the one position of a streamed decoding step) is read directly: one
 broadcast product and one batched product each, through autograd, instead of a
@@ -37,28 +37,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .upsample import upsample, upsample_presence
+from .scales import block_span, upsample, upsample_presence
 
 __all__ = ["ScaleRows", "scale_rows", "game_features", "mix", "stack_scales"]
 
 _CHUNK_ELEMENTS = 1 << 18  # stack entries per chunk: 1 MiB of float32, in cache
-
-
-def _blocks(lo: int, hi: int, factor: int, causal: bool) -> tuple[int, int, int, int]:
-    """Scale blocks serving the positions ``[lo, hi)``: ``(first, j0, full, rest)``.
-
-    Block ``j`` of a scale with ``f = factor`` rows per block serves the positions
-    ``[s + j f, s + (j + 1) f)`` with ``s = f - 1`` in causal mode (a block is used
-    once it is complete; the scale is absent before ``s``) and ``s = 0`` otherwise:
-    the rule of :func:`maha.upsample.upsample_index`. Within ``[lo, hi)`` the
-    positions before ``first`` are absent, blocks ``j0 .. j0 + full - 1`` each fill
-    ``f`` rows from ``first`` on, and block ``j0 + full`` the last ``rest < f`` rows.
-    ``lo`` must be ``0`` or a block boundary.
-    """
-    s = factor - 1 if causal else 0
-    first = min(max(lo, s), hi)
-    full, rest = divmod(hi - first, factor)
-    return first, (first - s) // factor, full, rest
 
 
 class ScaleRows:
@@ -67,7 +50,7 @@ class ScaleRows:
     Stands for the stack ``o[b, t, h, l] = O_l[b, j_l(t), h]`` of shape
     ``(B, n, H, L, d_h)`` without holding it: ``j_l(t) = floor((t + 1) / r^l) - 1``
     in causal mode (the scale is absent, a zero row, while ``j_l(t) < 0``) and
-    ``floor(t / r^l)`` otherwise (:func:`maha.upsample.upsample_index`).
+    ``floor(t / r^l)`` otherwise (:func:`maha.scales.upsample_index`).
 
     ``chunks`` cut the positions at boundaries shared by every scale's blocks
     (``m F - 1`` causal, ``m F`` otherwise, ``F = r^{L-1}``), about
@@ -78,7 +61,7 @@ class ScaleRows:
             block has no key.
         length: n, the input length.
         ratio: r.
-        causal: causal block indices (see :func:`maha.upsample.upsample_index`).
+        causal: causal block indices (see :func:`maha.scales.upsample_index`).
     """
 
     def __init__(self, outs: Sequence[Tensor], length: int, ratio: int, causal: bool) -> None:
@@ -125,7 +108,7 @@ class ScaleRows:
         """Write the stack rows of the positions ``[lo, hi)`` into ``buf`` ``(B, c, H, L, d_h)``."""
         for l, out in enumerate(outs):
             f = self.ratio**l
-            first, j0, full, rest = _blocks(lo, hi, f, self.causal)
+            first, j0, full, rest = block_span(lo, hi, f, self.causal)
             dest = buf[:, first - lo :, :, l]  # (B, hi - first, H, d_h)
             buf[:, : first - lo, :, l].zero_()  # absent: no block has ended yet
             if full:
@@ -140,7 +123,7 @@ class ScaleRows:
         """Add the adjoint of :meth:`fill` (a sum over each block's rows) into ``grads``."""
         for l, g in enumerate(grads):
             f = self.ratio**l
-            first, j0, full, rest = _blocks(lo, hi, f, self.causal)
+            first, j0, full, rest = block_span(lo, hi, f, self.causal)
             src = grad_buf[:, first - lo :, :, l]  # (B, hi - first, H, d_h)
             if full and f == 1:  # one row per block: nothing to sum
                 g[:, j0 : j0 + full] += src[:, :full]
@@ -256,7 +239,7 @@ class _Mix(torch.autograd.Function):
         torch.mul(w[..., 0].unsqueeze(-1), outs[0], out=y)  # scale 0: one row per position
         for l in range(1, L):
             f = rows.ratio**l
-            start, _, full, rest = _blocks(0, n, f, rows.causal)
+            start, _, full, rest = block_span(0, n, f, rows.causal)
             end = start + full * f
             if full:  # y[start + j f + i] += w[start + j f + i, l] * O_l[j], in place
                 y[:, start:end].unflatten(1, (full, f)).addcmul_(
@@ -278,7 +261,7 @@ class _Mix(torch.autograd.Function):
         grads = [torch.zeros_like(out) for out in outs]
         for l, out in enumerate(outs):
             f = rows.ratio**l
-            start, _, full, rest = _blocks(0, n, f, rows.causal)
+            start, _, full, rest = block_span(0, n, f, rows.causal)
             step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
             spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
             if rest:

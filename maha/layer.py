@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aggregation._validation import check_int, describe
+from aggregation.validation import check_int, describe
 
 from .attention import MultiscaleAttention
-from .config import validate_layer_args
+from .config import MAHAConfig, check_config
 from .decomposition import HierarchicalDecomposition, downsample_valid
 from .fusion import FusionDiagnostics, ScaleFusion
 from .fusion_ops import ScaleRows, scale_rows
@@ -182,6 +182,10 @@ class MAHAAttention(nn.Module):
         dropout: dropout on the output.
         max_length: optional longest accepted input length.
 
+    The arguments are validated once, as the fields of a :class:`maha.MAHAConfig`
+    (``num_heads`` is its ``n_head``); :meth:`from_config` builds the same layer
+    from a config taken whole (``block_size`` as ``max_length``).
+
     Padding: ``key_padding_mask`` (``(B, n)`` bool, True = padding, as in
     ``nn.MultiheadAttention``) excludes padded tokens as keys and from the
     decomposition (they are zeroed; a coarse block made only of padding is not
@@ -243,56 +247,91 @@ class MAHAAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        validate_layer_args(
+        if max_length is not None:
+            check_int(max_length, "max_length", minimum=1)
+        config = MAHAConfig(  # validates every field once; block_size is the layer's max_length
             d_model=d_model,
-            num_heads=num_heads,
+            n_head=num_heads,
             num_scales=num_scales,
             ratio=ratio,
             window=window,
             strategy=strategy,
             decomposition=decomposition,
-        )
-        if not isinstance(causal, bool):
-            raise TypeError(f"causal must be a bool; received {describe(causal)}")
-        if max_length is not None:
-            check_int(max_length, "max_length", minimum=1)
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.num_scales = num_scales
-        self.ratio = ratio
-        self.window = window
-        self.strategy = strategy
-        self.causal = causal
-        self.max_length = max_length
-        self.batch_first = True
-        factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.decomposition = HierarchicalDecomposition(
-            d_model, num_scales, ratio, decomposition, bias=bias, **factory
-        )
-        self.attention = MultiscaleAttention(
-            d_model,
-            num_heads,
-            num_scales,
-            window,
             global_coarsest=global_coarsest,
-            bias=bias,
-            **factory,
-        )
-        self.fusion = ScaleFusion(
-            num_scales,
-            num_heads,
-            d_model // num_heads,
-            strategy,
             gating=gating,
             mu=mu,
             asymmetric=asymmetric,
             utility_eps=utility_eps,
             solver_tol=solver_tol,
             solver_max_iter=solver_max_iter,
+            dropout=dropout,
+            bias=bias,
+            causal=causal,
+            **({} if max_length is None else {"block_size": max_length}),
+        )
+        self._build(config, max_length, device, dtype)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MAHAConfig,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> MAHAAttention:
+        """The layer with every hyper-parameter taken from ``config`` (nanoGPT's ``Block(config)``).
+
+        ``d_model``, ``n_head`` (the layer's ``num_heads``), ``causal``, ``bias``,
+        ``dropout`` and the scale, window, fusion and solver fields are used;
+        ``block_size`` becomes ``max_length`` (the longest accepted input). The
+        fields were validated when the config was built; this checks its type.
+        The same layer as the constructor with those arguments (one build path,
+        :meth:`_build`); a subclass's own ``__init__`` is not run.
+        """
+        config = check_config(config)
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._build(config, config.block_size, device, dtype)
+        return layer
+
+    def _build(
+        self,
+        config: MAHAConfig,
+        max_length: int | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        """Build the sub-modules from a validated ``config`` (the one constructor path)."""
+        self.d_model = config.d_model
+        self.num_heads = config.num_heads
+        self.num_scales = config.num_scales
+        self.ratio = config.ratio
+        self.window = config.window
+        self.strategy = config.strategy
+        self.causal = config.causal
+        self.max_length = max_length
+        self.batch_first = True
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.decomposition = HierarchicalDecomposition(
+            config.d_model,
+            config.num_scales,
+            config.ratio,
+            config.decomposition,
+            bias=config.bias,
             **factory,
         )
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias, **factory)
-        self.dropout = nn.Dropout(dropout)
+        self.attention = MultiscaleAttention(
+            config.d_model,
+            config.num_heads,
+            config.num_scales,
+            config.window,
+            global_coarsest=config.global_coarsest,
+            bias=config.bias,
+            **factory,
+        )
+        self.fusion = ScaleFusion.from_config(config, **factory)
+        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias, **factory)
+        self.dropout = nn.Dropout(config.dropout)
 
     @property
     def head_dim(self) -> int:

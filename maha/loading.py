@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aggregation._validation import describe
+from aggregation.validation import describe
 
 __all__ = ["load_model"]
 

@@ -28,17 +28,17 @@ the logits of each unpadded prompt at its real positions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation._validation import check_choice, check_int, check_positive, describe
+from aggregation.validation import check_choice, check_int, check_positive, describe
 
 from .block import DilatedConv, FeedForward, MAHABlock, ResidualBlock
-from .config import MAHAConfig
+from .config import MAHAConfig, check_config
 from .padding import check_padding_mask, leading_padding
 from .standard import StandardAttention
 from .streaming import ModelCache
@@ -61,6 +61,7 @@ VARIANTS: tuple[str, ...] = (
     "maha-best_response",
     "maha-mean",
     "maha-softmax",
+    "maha-logit",
 )
 
 
@@ -95,10 +96,13 @@ class FullAttentionBlock(ResidualBlock):
 class _LanguageModel(nn.Module):
     """Embeddings, a stack of blocks, final norm and a tied head (nanoGPT layout)."""
 
-    def __init__(self, config: MAHAConfig, blocks: list[nn.Module]) -> None:
+    def __init__(self, config: MAHAConfig, block: Callable[[MAHAConfig], nn.Module]) -> None:
+        config = check_config(config)
+        if not config.causal:
+            raise ValueError("config.causal must be True for a language model; received False")
+        # the blocks first: their parameters draw from the RNG before the embeddings'
+        blocks = [block(config) for _ in range(config.n_layer)]
         super().__init__()
-        if not isinstance(config, MAHAConfig):
-            raise TypeError(f"config must be a MAHAConfig; received {describe(config)}")
         self.config = config
         d = config.d_model
         self.wte = nn.Embedding(config.vocab_size, d)
@@ -381,11 +385,7 @@ class MAHATransformer(_LanguageModel):
     """
 
     def __init__(self, config: MAHAConfig) -> None:
-        if not isinstance(config, MAHAConfig):
-            raise TypeError(f"config must be a MAHAConfig; received {describe(config)}")
-        if not config.causal:
-            raise ValueError("config.causal must be True for a language model; received False")
-        super().__init__(config, [MAHABlock(config) for _ in range(config.n_layer)])
+        super().__init__(config, MAHABlock)
 
 
 class FullAttentionTransformer(_LanguageModel):
@@ -396,11 +396,7 @@ class FullAttentionTransformer(_LanguageModel):
     """
 
     def __init__(self, config: MAHAConfig) -> None:
-        if not isinstance(config, MAHAConfig):
-            raise TypeError(f"config must be a MAHAConfig; received {describe(config)}")
-        if not config.causal:
-            raise ValueError("config.causal must be True for a language model; received False")
-        super().__init__(config, [FullAttentionBlock(config) for _ in range(config.n_layer)])
+        super().__init__(config, FullAttentionBlock)
 
 
 def build_model(variant: str, config: MAHAConfig | None = None) -> _LanguageModel:
@@ -416,10 +412,7 @@ def build_model(variant: str, config: MAHAConfig | None = None) -> _LanguageMode
         The model; ``model(idx (B, T)) -> logits (B, T, vocab_size)``.
     """
     check_choice(variant, "variant", VARIANTS)
-    if config is None:
-        config = MAHAConfig()
-    if not isinstance(config, MAHAConfig):
-        raise TypeError(f"config must be a MAHAConfig; received {describe(config)}")
+    config = MAHAConfig() if config is None else check_config(config)
     if variant == "full":
         return FullAttentionTransformer(config)
     if variant == "local":

@@ -16,10 +16,12 @@ with ``key is query and value is query``; in particular it can replace
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from aggregation._validation import describe
+from aggregation.validation import describe
 
 from .config import MAHAConfig
 from .layer import MAHAAttention
@@ -116,9 +118,11 @@ class MAHAMultiheadAttention(nn.Module):
         add_bias_kv, add_zero_attn, kdim, vdim: accepted at their defaults only.
         batch_first: inputs are ``(B, n, E)`` (True) or ``(n, B, E)`` (False).
         device, dtype: of the parameters.
-        num_scales, ratio, window, strategy, causal, decomposition, global_coarsest,
-            gating, mu, asymmetric, utility_eps, solver_tol, solver_max_iter,
-            max_length: those of :class:`maha.MAHAAttention`.
+        **options: :class:`maha.MAHAAttention`'s keyword arguments (``num_scales``,
+            ``ratio``, ``window``, ``strategy``, ``causal``, ``decomposition``,
+            ``global_coarsest``, ``gating``, ``mu``, ``asymmetric``, ``utility_eps``,
+            ``solver_tol``, ``solver_max_iter``, ``max_length``), passed to it as
+            they are (one constructor path; its defaults and checks apply).
 
     Attributes:
         layer: the wrapped :class:`maha.MAHAAttention` (batch first); calling it
@@ -138,21 +142,7 @@ class MAHAMultiheadAttention(nn.Module):
         batch_first: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        *,
-        num_scales: int = 4,
-        ratio: int = 2,
-        window: int | None = 64,
-        strategy: str = "nash",
-        causal: bool = False,
-        decomposition: str = "conv",
-        global_coarsest: bool = True,
-        gating: bool = False,
-        mu: float = 1.0,
-        asymmetric: bool = False,
-        utility_eps: float = 1e-3,
-        solver_tol: float | None = None,
-        solver_max_iter: int | None = None,
-        max_length: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         for name, value in (("add_bias_kv", add_bias_kv), ("add_zero_attn", add_zero_attn)):
@@ -167,48 +157,10 @@ class MAHAMultiheadAttention(nn.Module):
                     f"{name} must be None or embed_dim={embed_dim} (self-attention only); "
                     f"received {describe(value)}"
                 )
-        if not isinstance(batch_first, bool):
-            raise TypeError(f"batch_first must be a bool; received {describe(batch_first)}")
-        if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1); received {describe(dropout)}")
-        self.layer = MAHAAttention(
-            embed_dim,
-            num_heads,
-            num_scales,
-            ratio,
-            window,
-            strategy,
-            causal,
-            decomposition=decomposition,
-            global_coarsest=global_coarsest,
-            gating=gating,
-            mu=mu,
-            asymmetric=asymmetric,
-            utility_eps=utility_eps,
-            solver_tol=solver_tol,
-            solver_max_iter=solver_max_iter,
-            bias=bias,
-            dropout=float(dropout),
-            max_length=max_length,
-            device=device,
-            dtype=dtype,
+        layer = MAHAAttention(
+            embed_dim, num_heads, bias=bias, dropout=dropout, device=device, dtype=dtype, **options
         )
-        # nn.MultiheadAttention's public attributes, with their meaning here.
-        self.embed_dim = embed_dim
-        self.kdim = embed_dim
-        self.vdim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.dropout = float(dropout)
-        self.batch_first = batch_first
-        self.add_zero_attn = False
-        self.bias_k: Tensor | None = None
-        self.bias_v: Tensor | None = None
-        # No packed (3E, E) input projection: torch's fused fast paths check these and
-        # fall back to calling forward().
-        self._qkv_same_embed_dim = False
-        self.in_proj_weight: Tensor | None = None
-        self.in_proj_bias: Tensor | None = None
+        self._wrap(layer, batch_first)
 
     @classmethod
     def from_config(
@@ -219,37 +171,38 @@ class MAHAMultiheadAttention(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> MAHAMultiheadAttention:
-        """The adapter with every MAHA hyper-parameter taken from ``config``.
+        """The adapter around :meth:`maha.MAHAAttention.from_config` (the fields of ``config``).
 
         ``d_model``, ``n_head``, ``dropout``, ``bias``, ``causal`` and the scale,
         window, fusion and solver fields are used; ``block_size`` becomes
         ``max_length`` (the longest accepted input).
         """
-        if not isinstance(config, MAHAConfig):
-            raise TypeError(f"config must be a MAHAConfig; received {describe(config)}")
-        return cls(
-            config.d_model,
-            config.n_head,
-            config.dropout,
-            config.bias,
-            batch_first=batch_first,
-            device=device,
-            dtype=dtype,
-            num_scales=config.num_scales,
-            ratio=config.ratio,
-            window=config.window,
-            strategy=config.strategy,
-            causal=config.causal,
-            decomposition=config.decomposition,
-            global_coarsest=config.global_coarsest,
-            gating=config.gating,
-            mu=config.mu,
-            asymmetric=config.asymmetric,
-            utility_eps=config.utility_eps,
-            solver_tol=config.solver_tol,
-            solver_max_iter=config.solver_max_iter,
-            max_length=config.block_size,
-        )
+        adapter = cls.__new__(cls)
+        nn.Module.__init__(adapter)
+        adapter._wrap(MAHAAttention.from_config(config, device=device, dtype=dtype), batch_first)
+        return adapter
+
+    def _wrap(self, layer: MAHAAttention, batch_first: bool) -> None:
+        """Hold ``layer`` and set ``nn.MultiheadAttention``'s attributes (both constructors)."""
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be a bool; received {describe(batch_first)}")
+        self.layer = layer
+        # nn.MultiheadAttention's public attributes, with their meaning here.
+        self.embed_dim = layer.d_model
+        self.kdim = layer.d_model
+        self.vdim = layer.d_model
+        self.num_heads = layer.num_heads
+        self.head_dim = layer.head_dim
+        self.dropout = float(layer.dropout.p)
+        self.batch_first = batch_first
+        self.add_zero_attn = False
+        self.bias_k: Tensor | None = None
+        self.bias_v: Tensor | None = None
+        # No packed (3E, E) input projection: torch's fused fast paths check these and
+        # fall back to calling forward().
+        self._qkv_same_embed_dim = False
+        self.in_proj_weight: Tensor | None = None
+        self.in_proj_bias: Tensor | None = None
 
     def forward(
         self,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aggregation._validation import describe
+from aggregation.validation import describe
 
 __all__ = ["check_padding_mask", "leading_padding", "left_padding_offsets", "roll_rows"]
 

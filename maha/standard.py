@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation._validation import check_int, describe
+from aggregation.validation import check_int, describe
 
 from .layer import check_attention_inputs
 from .streaming import KVCache

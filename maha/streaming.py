@@ -12,7 +12,7 @@ any sizes; for a chunk at positions ``p0 .. p0 + c - 1`` (``p0`` tokens seen):
   (:func:`maha.attention.cached_attention`): on a windowed scale only the last
   ``w - 1`` earlier rows, on a global one all earlier rows;
 - position ``t`` reads scale ``l``'s latest complete block
-  ``floor((t + 1) / r^l) - 1`` (:mod:`maha.upsample`, the same block rule as the
+  ``floor((t + 1) / r^l) - 1`` (:mod:`maha.scales`, the same block rule as the
   parallel path), and the layer's fusion solves the game of each new position.
 
 Every step computes exactly what the parallel causal forward computes for
@@ -60,12 +60,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from aggregation._validation import check_int, describe
+from aggregation.validation import check_int, describe
 
 from .attention import cached_attention
 from .fusion_ops import scale_rows
 from .padding import left_padding_offsets
-from .upsample import upsample
+from .scales import upsample
 
 if TYPE_CHECKING:
     from .layer import MAHAAttention

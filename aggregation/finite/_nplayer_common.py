@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_int, compute_dtype, describe
 from ..result import EquilibriumResult
-from .game import NormalFormGame, _regret
+from ..validation import as_tensor, check_int, compute_dtype, describe
+from .game import NormalFormGame, payoff_regret
 
 __all__ = [
     "Prepared",
@@ -259,7 +259,7 @@ def finish(
     see :class:`Trajectory`) is cast to the input dtype like the strategies.
     """
     sigma = tuple(s.detach().to(prep.dtype) for s in strategies)  # as returned
-    reg = _regret(prep.payoffs, [s.to(prep.cdtype) for s in sigma], prep.n)  # (B, N)
+    reg = payoff_regret(prep.payoffs, [s.to(prep.cdtype) for s in sigma], prep.n)  # (B, N)
     ok = converged & (reg.amax(-1) <= tol)  # (B,)
     shape = prep.batch_shape
 

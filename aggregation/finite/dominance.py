@@ -41,8 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validation import check_nonnegative, compute_dtype, describe
+from ..result import BatchedResult
 from ..tolerance import resolve_tol
+from ..validation import check_nonnegative, compute_dtype, describe
 from .exact.linear_program import linear_program
 from .game import NormalFormGame
 
@@ -204,8 +205,8 @@ def weakly_dominated_actions(game: NormalFormGame, *, tol: float = 0.0) -> tuple
     )
 
 
-@dataclass(frozen=True)
-class EliminationResult:
+@dataclass(frozen=True, repr=False)
+class EliminationResult(BatchedResult):
     """The outcome of iterated elimination of strictly dominated actions.
 
     Attributes:
@@ -224,17 +225,12 @@ class EliminationResult:
     rounds: Tensor
     original: NormalFormGame
 
+    _repr_one = ("rounds", "actions")
+    _repr_batch = ("batch_shape", "rounds")
+
     @property
     def batch_shape(self) -> torch.Size:
         return self.rounds.shape
-
-    def __getitem__(self, index) -> EliminationResult:
-        """Index the batch: ``result[3]`` is game 3's elimination."""
-        if len(self.batch_shape) == 0:
-            raise IndexError("this result is not batched; there is nothing to index")
-        return EliminationResult(
-            tuple(s[index] for s in self.survivors), self.rounds[index], self.original[index]
-        )
 
     def _require_unbatched(self, what: str) -> None:
         if len(self.batch_shape):

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_int, check_nonnegative, compute_dtype, describe
 from ..tolerance import default_tol
+from ..validation import as_tensor, check_int, check_nonnegative, compute_dtype, describe
 
 __all__ = [
     "NormalFormGame",
@@ -35,6 +35,8 @@ __all__ = [
     "exploitability",
     "is_nash",
     "nash_conv",
+    "payoff_action_values",
+    "payoff_regret",
     "regret",
     "validate_profile",
 ]
@@ -388,12 +390,12 @@ class NormalFormGame:
             broadcast of the game's and the profile's batch shapes.
         """
         sigma = validate_profile(self, strategies, check_simplex=False)
-        return _action_values(self._payoffs, sigma, self._n)
+        return payoff_action_values(self._payoffs, sigma, self._n)
 
     def expected_payoffs(self, strategies: Sequence[Any]) -> Tensor:
         """``(*batch, N)`` expected payoff ``u_i(sigma)`` of every player."""
         sigma = validate_profile(self, strategies, check_simplex=False)
-        values = _action_values(self._payoffs, sigma, self._n)
+        values = payoff_action_values(self._payoffs, sigma, self._n)
         return torch.stack([(v * s).sum(-1) for v, s in zip(values, sigma)], dim=-1)
 
     def best_responses(self, strategies: Sequence[Any], tol: float = 0.0) -> tuple[Tensor, ...]:
@@ -406,13 +408,13 @@ class NormalFormGame:
         """
         tol = check_nonnegative(tol, "tol")
         sigma = validate_profile(self, strategies, check_simplex=False)
-        values = _action_values(self._payoffs, sigma, self._n)
+        values = payoff_action_values(self._payoffs, sigma, self._n)
         return tuple(v >= v.amax(-1, keepdim=True) - tol for v in values)
 
     def regret(self, strategies: Sequence[Any]) -> Tensor:
         """``(*batch, N)`` regret ``max_a v_i(a) - u_i(sigma)`` (clamped at 0)."""
         sigma = validate_profile(self, strategies)
-        return _regret(self._payoffs, sigma, self._n)
+        return payoff_regret(self._payoffs, sigma, self._n)
 
     def nash_conv(self, strategies: Sequence[Any]) -> Tensor:
         """``(*batch,)`` sum of the players' regrets."""
@@ -524,8 +526,21 @@ def validate_profile(
     return tuple(t.to(dtype=dtype, device=game.device) for t in out)
 
 
-def _action_values(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> tuple[Tensor, ...]:
-    """Contract payoffs with every opponent's mixed strategy (einsum)."""
+def payoff_action_values(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> tuple[Tensor, ...]:
+    """Action values from a raw payoff tensor, no validation (the kernel of
+    :meth:`NormalFormGame.action_values`, for solvers holding validated tensors).
+
+    ``v_i[..., a] = sum_{a_-i} P[..., i, a, a_-i] prod_{j != i} sigma_j[a_j]``,
+    one einsum per player.
+
+    Args:
+        payoffs: ``(*batch, n, A_1, ..., A_n)`` payoff tensor (cast to ``sigma``'s dtype).
+        sigma: n mixed strategies, ``sigma_i`` broadcastable to ``(*batch, A_i)``.
+        n: the number of players.
+
+    Returns:
+        n tensors, ``v_i`` of shape ``(*batch', A_i)`` (``batch'`` the broadcast batch).
+    """
     payoffs = payoffs.to(sigma[0].dtype)
     letters = _LETTERS[:n]
     values = []
@@ -541,8 +556,14 @@ def _action_values(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> tuple[Te
     return tuple(values)
 
 
-def _regret(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> Tensor:
-    values = _action_values(payoffs, sigma, n)
+def payoff_regret(payoffs: Tensor, sigma: Sequence[Tensor], n: int) -> Tensor:
+    """Per-player regret from a raw payoff tensor, no validation (the kernel of
+    :meth:`NormalFormGame.regret`).
+
+    ``r_i(sigma) = max_a v_i(a) - <sigma_i, v_i>``, clamped at 0, with ``v_i``
+    from :func:`payoff_action_values`. Shapes as there; returns ``(*batch', n)``.
+    """
+    values = payoff_action_values(payoffs, sigma, n)
     regrets = [(v.amax(-1) - (v * s).sum(-1)).clamp_min(0) for v, s in zip(values, sigma)]
     return torch.stack(torch.broadcast_tensors(*regrets), dim=-1)
 

@@ -21,14 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_nonnegative, describe
 from ..finite.game import NormalFormGame
+from ..validation import as_tensor, check_float_dtype, check_nonnegative, check_real, describe
 
 __all__ = [
     "anti_coordination_game",
@@ -43,25 +42,8 @@ __all__ = [
 ]
 
 
-def _real(value: Any, name: str) -> float:
-    """A finite real number (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number; received {describe(value)}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite; received {value!r}")
-    return float(value)
-
-
-def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype; received {describe(dtype)}")
-    return dtype
-
-
 def _bimatrix(A: list, B: list, dtype: torch.dtype | None, device: Any) -> NormalFormGame:
-    dtype = _float_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     a = torch.tensor(A, dtype=torch.float64).to(dtype=dtype, device=device)  # (m, n)
     b = torch.tensor(B, dtype=torch.float64).to(dtype=dtype, device=device)  # (m, n)
     return NormalFormGame(torch.stack([a, b]), num_players=2)  # (2, m, n)
@@ -90,10 +72,10 @@ def prisoners_dilemma(
     References:
         Flood & Dresher (1950); Axelrod (1984), *The Evolution of Cooperation*.
     """
-    r = _real(reward, "reward")
-    t = _real(temptation, "temptation")
-    s = _real(sucker, "sucker")
-    p = _real(punishment, "punishment")
+    r = check_real(reward, "reward")
+    t = check_real(temptation, "temptation")
+    s = check_real(sucker, "sucker")
+    p = check_real(punishment, "punishment")
     if not t > r > p > s:
         raise ValueError(
             "a prisoner's dilemma needs temptation > reward > punishment > sucker; "
@@ -118,7 +100,7 @@ def matching_pennies(
     References:
         von Neumann & Morgenstern (1944).
     """
-    k = _real(stake, "stake")
+    k = check_real(stake, "stake")
     if k <= 0:
         raise ValueError(f"stake must be > 0; received {k}")
     A = [[k, -k], [-k, k]]
@@ -142,7 +124,7 @@ def battle_of_the_sexes(
     References:
         Luce & Raiffa (1957), *Games and Decisions*.
     """
-    h, lo = _real(high, "high"), _real(low, "low")
+    h, lo = check_real(high, "high"), check_real(low, "low")
     if not h > lo > 0:
         raise ValueError(f"battle_of_the_sexes needs high > low > 0; received high={h}, low={lo}")
     return _bimatrix([[h, 0.0], [0.0, lo]], [[lo, 0.0], [0.0, h]], dtype, device)
@@ -167,7 +149,7 @@ def rock_paper_scissors(
         Hofbauer & Sigmund (1998), *Evolutionary Games and Population
         Dynamics*, section 7.7.
     """
-    w, lo = _real(win, "win"), _real(loss, "loss")
+    w, lo = check_real(win, "win"), check_real(loss, "loss")
     if w <= 0 or lo <= 0:
         raise ValueError(f"win and loss must be > 0; received win={w}, loss={lo}")
     A = [[0.0, -lo, w], [w, 0.0, -lo], [-lo, w, 0.0]]
@@ -193,7 +175,7 @@ def shapley_game(
         & Harris (2008), "Fictitious play in 3 x 3 games: the transition
         between periodic and chaotic behaviour", Games Econ. Behav. 63.
     """
-    b = _real(beta, "beta")
+    b = check_real(beta, "beta")
     if not -1 < b < 1:
         raise ValueError(f"beta must lie in (-1, 1); received {b}")
     A = [[1.0, 0.0, b], [b, 1.0, 0.0], [0.0, b, 1.0]]
@@ -247,7 +229,7 @@ def anti_coordination_game(
         Rapoport & Chammah (1966), "The game of chicken"; Bramoullé (2007),
         "Anti-coordination and social interactions", Games Econ. Behav. 58.
     """
-    f, s = _real(first, "first"), _real(second, "second")
+    f, s = check_real(first, "first"), check_real(second, "second")
     if f <= 0 or s <= 0:
         raise ValueError(f"first and second must be > 0; received first={f}, second={s}")
     A = [[0.0, f], [s, 0.0]]

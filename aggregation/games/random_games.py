@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
-from .._validation import check_int, compute_dtype, describe
 from ..finite.game import NormalFormGame
-from .classic import _float_dtype, _real
+from ..validation import check_float_dtype, check_int, check_real, compute_dtype, describe
 
 __all__ = ["covariance_game", "random_game"]
 
@@ -98,10 +97,10 @@ def random_game(
     """
     actions = _actions(num_actions, 1)
     batch = _batch(batch_shape)
-    lo, hi = _real(low, "low"), _real(high, "high")
+    lo, hi = check_real(low, "low"), check_real(high, "high")
     if not lo < hi:
         raise ValueError(f"low must be < high; received low={lo}, high={hi}")
-    dtype = _float_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     gen = _generator(generator, seed, device)
     shape = (*batch, len(actions), *actions)
     u = torch.rand(shape, generator=gen, dtype=compute_dtype(dtype), device=device)
@@ -151,14 +150,14 @@ def covariance_game(
     """
     actions = _actions(num_actions, 2)
     n = len(actions)
-    r = _real(rho, "rho")
+    r = check_real(rho, "rho")
     if not -1.0 / (n - 1) <= r <= 1.0:
         raise ValueError(
             f"rho must lie in [-1/(N-1), 1] = [{-1.0 / (n - 1):.6g}, 1] for N={n} players; "
             f"received {r}"
         )
     batch = _batch(batch_shape)
-    dtype = _float_dtype(dtype)
+    dtype = check_float_dtype(dtype)
     gen = _generator(generator, seed, device)
     cdtype = compute_dtype(dtype)
     z = torch.randn((*batch, *actions, n), generator=gen, dtype=cdtype, device=device)

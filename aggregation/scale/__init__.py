@@ -9,16 +9,21 @@ from .enumeration import (
 from .exact import solve_exact
 from .extragradient import solve_extragradient
 from .fictitious_play import solve_fictitious_play
+from .logit import LogitScaleResult, logit_scale_equilibrium
 from .potential import solve_potential
 from .result import ScaleGameResult
+from .small_batch import scale_game_small_batch
 from .solve import METHODS, check_monotone, solve_scale_game
 
 __all__ = [
     "METHODS",
+    "LogitScaleResult",
     "ScaleGameResult",
     "check_monotone",
     "convex_aggregate_enumeration",
+    "logit_scale_equilibrium",
     "scale_game_enumeration",
+    "scale_game_small_batch",
     "solve_best_response",
     "solve_enumeration",
     "solve_exact",

@@ -4,7 +4,8 @@ Every solver computes, without a graph, a profile ``x`` ``(B, L)`` (flattened
 batch) and an active set ``S``; :func:`finish` turns it into a
 :class:`~aggregation.scale.result.ScaleGameResult` and, when ``a`` or ``C``
 require grad, attaches ``x`` to their graph through the KKT conditions on the
-active set (implicit differentiation, :mod:`aggregation.implicit_diff`):
+active set (implicit differentiation,
+:func:`aggregation.scale.active_set.attach_kkt`):
 
     F(x; a, C) = (C x - a)_l  for l in S,     F(x; a, C) = x_l  for l not in S ,
 
@@ -15,18 +16,16 @@ gives the exact derivative ``dx_S = C_SS^{-1} (da_S - dC_S. x)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .._small_linalg import lu_solve_soa, solve_small
-from .._validation import check_choice, check_int, check_nonnegative, describe
-from ..implicit_diff import chunked_fused_backward, implicit_root
 from ..result import warn_not_converged
 from ..tolerance import default_tol
-from .game import Certificate, ScaleGame, _certify
+from ..validation import check_choice, check_int, check_nonnegative, describe
+from .active_set import attach_kkt
+from .game import Certificate, ScaleGame, certify_profile
 from .result import ScaleGameResult
 
 __all__ = [
@@ -79,7 +78,7 @@ def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None
 def certify(prep: Prepared, x: Tensor, idx: Tensor | None = None) -> Certificate:
     """The certificate of flat profiles ``x`` ``(B, L)`` (``(len(idx), L)`` for batch rows ``idx``).
 
-    The formula is :func:`aggregation.scale.game._certify` (regret as
+    The formula is :func:`aggregation.scale.game.certify_profile` (regret as
     :meth:`~aggregation.ScaleGame.regret`, ``converged`` iff the regret plus its
     rounding bound is at most ``tol`` times the payoff unit). ``x`` is judged in
     the dtype of the returned profile: a half-precision game's profile is
@@ -89,7 +88,7 @@ def certify(prep: Prepared, x: Tensor, idx: Tensor | None = None) -> Certificate
     a, C, present = prep.a, prep.C, prep.present
     if idx is not None:
         a, C, present = a[idx], C[idx], present[idx]
-    return _certify(a, C, x, present, prep.tol)
+    return certify_profile(a, C, x, present, prep.tol)
 
 
 def check_options(
@@ -111,88 +110,6 @@ def wants_grad(game: ScaleGame, differentiable: bool) -> bool:
         and torch.is_grad_enabled()
         and (game.a.requires_grad or game.C.requires_grad)
     )
-
-
-def kkt_optimality(support: Tensor) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``F(x, a, C) = where(S, C x - a, x)`` for a fixed active set ``S``."""
-
-    def F(x: Tensor, a: Tensor, C: Tensor) -> Tensor:
-        w = (C @ x.unsqueeze(-1)).squeeze(-1) - a
-        return torch.where(support, w, x)
-
-    return F
-
-
-def kkt_jacobian(support: Tensor) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``dF/dx = where(S rows, C, I)``."""
-
-    def J(x: Tensor, a: Tensor, C: Tensor) -> Tensor:
-        L = x.shape[-1]
-        eye = torch.eye(L, dtype=C.dtype, device=C.device)
-        C = C.expand(*x.shape[:-1], L, L)
-        return torch.where(support.unsqueeze(-1), C, eye)
-
-    return J
-
-
-def _transpose_solve(J: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    return solve_small(J, v, transpose=True)
-
-
-def _kkt_backward_chunk(
-    C: Tensor, x: Tensor, v: Tensor, s: Tensor, rtol: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """SoA: solve ``J^T u = v`` (J = C on rows of S, I elsewhere); return grads.
-
-    C (L, L, n), x/v (L, n), s (L, n) float 0/1 support. Returns ``grad_a (L, n)``,
-    ``grad_C (L, L, n)`` and ``ok (n,)``.
-    """
-    L = x.shape[0]
-    ns = 1 - s
-    MT = [
-        [torch.addcmul(ns[i], C[i, i], s[i]) if i == j else C[j, i] * s[j] for j in range(L)]
-        for i in range(L)
-    ]
-    U, bad = lu_solve_soa(MT, [[v[i]] for i in range(L)], rtol=rtol, positive=True)
-    us = torch.stack([U[i][0] for i in range(L)], 0) * s  # (L, n)
-    ok = ~bad
-    us = us * ok  # singular -> zero
-    grad_C = -(us.unsqueeze(1) * x.unsqueeze(0))  # (L, L, n): -u_i x_j
-    return us, grad_C, ok
-
-
-def kkt_fused_backward(support: Tensor):
-    """First-order KKT backward for the scale game, fused over cache-sized chunks."""
-    return chunked_fused_backward(_kkt_backward_chunk, support)
-
-
-def attach_implicit(
-    game: ScaleGame, x: Tensor, support: Tensor, valid: Tensor, dtype: torch.dtype, name: str
-) -> Tensor:
-    """Attach ``x`` ``(*batch, L)`` to the graph of ``game.a``/``game.C`` by the KKT conditions."""
-    a, C = game.effective(dtype)
-    return implicit_root(
-        kkt_optimality(support),
-        x,
-        (a, C),
-        jacobian_fn=kkt_jacobian(support),
-        linear_solve=_transpose_solve,
-        valid=valid,
-        name=name,
-        fused_backward=kkt_fused_backward(support),
-    )
-
-
-def support_solve(game: ScaleGame, support: Tensor, dtype: torch.dtype) -> Tensor:
-    """Differentiable ``x_S = C_SS^{-1} a_S``, ``x = 0`` off S (``(*batch, L)``)."""
-    a, C = game.effective(dtype)
-    L = game.num_players
-    batch = support.shape[:-1]
-    eye = torch.eye(L, dtype=dtype, device=C.device)
-    M = torch.where(support.unsqueeze(-1), C.expand(*batch, L, L), eye)
-    rhs = torch.where(support, a.expand(*batch, L), torch.zeros((), dtype=dtype, device=a.device))
-    x, _ = solve_small(M, rhs)
-    return torch.where(support, x, torch.zeros((), dtype=dtype, device=x.device))
 
 
 def finish(
@@ -250,7 +167,8 @@ def finish(
         zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)
         x_out = torch.where(diverged.unsqueeze(-1), zero, x_out)
     elif grad:
-        x_out = attach_implicit(game, x.reshape(*batch, L), support, converged, prep.dtype, method)
+        a, C = game.effective(prep.dtype)
+        x_out = attach_kkt(x.reshape(*batch, L), a, C, support, converged, method, bordered=False)
     else:
         x_out = x.reshape(*batch, L)
     zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)

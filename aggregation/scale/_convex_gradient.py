@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._small_linalg import solve_small
 from ..simplex import project_simplex
-from ._convex_active_set import kkt_residual
+from ..small_linalg import solve_small
+from .active_set import kkt_residual
 
 __all__ = ["projected_gradient", "support_multiplier"]
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ._common import Prepared, certify, check_options, finish, prepare, wants_grad
-from .game import ScaleGame, _others
+from .game import ScaleGame, others_sum
 from .result import ScaleGameResult
 
 __all__ = ["run_iterative"]
@@ -115,6 +115,6 @@ def run_iterative(
         C_g = C_g.expand(*prep.batch, prep.L, prep.L).reshape(-1, prep.L, prep.L)
         x_graph, _, _ = _loop(step, init, a_g, C_g, None, iters, check_every, int(steps))
     with torch.no_grad():
-        w = C.diagonal(dim1=-2, dim2=-1) * x - (a - _others(C, x))  # C x - a
+        w = C.diagonal(dim1=-2, dim2=-1) * x - (a - others_sum(C, x))  # C x - a
         support = present & (x > w)
     return finish(prep, x, support, first, method, x_graph=x_graph, grad=grad, info=info)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._small_linalg import matvec
-from .._validation import check_choice, check_int, check_positive
+from ..small_linalg import matvec
+from ..validation import check_choice, check_int, check_positive
 from ._iterate import run_iterative
 from .game import ScaleGame
 from .result import ScaleGameResult

@@ -22,6 +22,8 @@ Methods:
   all ``2^L - 1`` supports (float64) for the elements still unresolved, and a
   float64 re-solve for float32 elements whose KKT residual exceeds ``tol``.
   Each pivot is one unrolled elimination over the batch (two right-hand sides).
+  The engine (:mod:`aggregation.scale.active_set`) is the scale game's exact
+  solver with the equality row ``1^T w = 1`` added.
 * ``"projected_gradient"`` (any L; default for ``L > 8``): accelerated projected
   gradient (FISTA with adaptive restart) using the sort-based simplex
   projection (:func:`~aggregation.project_simplex`), step ``1/||Q||_inf``, then
@@ -53,8 +55,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._small_linalg import serial_ops, solve_small
-from .._validation import (
+from ..result import BatchedResult, warn_not_converged
+from ..simplex import all_supports
+from ..small_linalg import serial_ops
+from ..tolerance import default_tol
+from ..validation import (
     as_tensor,
     check_choice,
     check_int,
@@ -62,27 +67,27 @@ from .._validation import (
     compute_dtype,
     describe,
 )
-from ..implicit_diff import dense_solve, implicit_root
-from ..result import _index_batch, warn_not_converged
-from ..tolerance import default_tol
-from ._convex_active_set import (
-    active_set,
-    enumerate_supports,
-    fused_backward,
-    kkt_residual,
-)
-from ._convex_active_set import objective as objective_fn
 from ._convex_gradient import projected_gradient
+from .active_set import (
+    MAX_PLAYERS,
+    active_set,
+    attach_kkt,
+    enumerate_supports,
+    kkt_residual,
+    support_solve_graph,
+    sym,
+)
+from .active_set import objective as objective_fn
 
 __all__ = ["ConvexAggregateResult", "convex_aggregate"]
 
-MAX_ACTIVE_SET = 8
+MAX_ACTIVE_SET = MAX_PLAYERS
 
 
 def _check_positive_definite(Q: Tensor, present: Tensor) -> None:
     L = Q.shape[-1]
     both = present.unsqueeze(-1) & present.unsqueeze(-2)
-    S = torch.where(both, _sym(Q), torch.eye(L, dtype=Q.dtype, device=Q.device))
+    S = torch.where(both, sym(Q), torch.eye(L, dtype=Q.dtype, device=Q.device))
     _, info = torch.linalg.cholesky_ex(S)
     bad = info != 0
     if bool(bad.any()):
@@ -94,8 +99,8 @@ def _check_positive_definite(Q: Tensor, present: Tensor) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ConvexAggregateResult:
+@dataclass(frozen=True, repr=False)
+class ConvexAggregateResult(BatchedResult):
     """The convex aggregator's solution for each element of a batch.
 
     Attributes:
@@ -123,96 +128,80 @@ class ConvexAggregateResult:
     tol: float
     info: dict[str, Tensor] = field(default_factory=dict)
 
+    _repr_one = ("method", "weights", "kkt_residual", "converged")
+    _repr_batch = ("method", "batch_shape", "num_scales", "converged", "kkt_residual")
+
     @property
     def batch_shape(self) -> torch.Size:
+        """The batch shape ``(*batch,)``."""
         return self.converged.shape
 
-    def __getitem__(self, index: Any) -> ConvexAggregateResult:
-        b = len(self.batch_shape)
-        return ConvexAggregateResult(
-            weights=_index_batch(self.weights, index, b),
-            multiplier=_index_batch(self.multiplier, index, b),
-            kkt_residual=_index_batch(self.kkt_residual, index, b),
-            converged=_index_batch(self.converged, index, b),
-            iterations=_index_batch(self.iterations, index, b),
-            support=_index_batch(self.support, index, b),
-            objective=_index_batch(self.objective, index, b),
-            method=self.method,
-            tol=self.tol,
-            info={k: _index_batch(v, index, b) for k, v in self.info.items()},
+    @property
+    def num_scales(self) -> int:
+        """``L``, the number of scales (present or not)."""
+        return self.weights.shape[-1]
+
+
+# ------------------------------------------------------------------ active set
+def _pivot_judge(
+    Q: Tensor, a: Tensor, p: Tensor | None, w: Tensor, nu: Tensor, row_max: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Judge of a pivoted SoA chunk: ``ok`` (finite residual), KKT residual, objective ``(n,)``."""
+    everyone = torch.ones((), dtype=torch.bool, device=w.device)
+    Qb, ab, wb = Q.permute(2, 0, 1), a.T, w.T
+    residual = kkt_residual(Qb, ab, wb, nu, everyone if p is None else p.T)
+    return torch.isfinite(residual), residual, objective_fn(Qb, ab, wb)
+
+
+def _enumeration_judge(
+    Q: Tensor, a: Tensor, p: Tensor, S: Tensor, w: Tensor, nu: Tensor, solved: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The candidate of least KKT residual as returned (clamped): ``w, nu, S, residual``."""
+    w = w.clamp_min(0)  # (m, K, L), as returned
+    res = kkt_residual(Q.unsqueeze(1), a.unsqueeze(1), w, nu, p.unsqueeze(1))  # (m, K)
+    ok = solved & torch.isfinite(res) & torch.isfinite(nu)
+    res = torch.where(ok, res, torch.inf)
+    best = res.argmin(-1)
+    rows = torch.arange(best.shape[0], device=a.device)
+    wb = w[rows, best]
+    nub = torch.where(ok[rows, best], nu[rows, best], 0.0)
+    return wb, nub, S[rows, best] & (wb > 0), res[rows, best]
+
+
+def _solve_active_set(
+    Qf: Tensor, af: Tensor, pf: Tensor | None, pfull: Tensor, tol: float, cap: int
+) -> tuple[Tensor, ...]:
+    """Pivoting (:mod:`aggregation.scale.active_set`), then float64 enumeration where needed.
+
+    Returns ``w, nu, S, iterations, residual, objective`` and the info flags.
+    """
+    L = af.shape[-1]
+    w, nu, S, iters, resolved, residual, objective = active_set(
+        Qf, af, pf, cap, bordered=True, judge=_pivot_judge
+    )
+    enumerated = ~resolved
+    fix = enumerated | ~(residual <= tol)
+    refined = torch.zeros_like(enumerated)
+    if bool(fix.any()):  # enumeration in float64: exact for the rest
+        idx = fix.nonzero().squeeze(-1)
+        Qd = sym(Qf[idx].double())
+        supports = all_supports(L, af.device)[1:]  # (2^L - 1, L), nonempty
+        we, nue, Se, _ = enumerate_supports(
+            Qd, af[idx].double(), pfull[idx], supports, bordered=True, judge=_enumeration_judge
         )
-
-    def __repr__(self) -> str:
-        if len(self.batch_shape) == 0:
-            ws = ", ".join(f"{v:.4g}" for v in self.weights.detach().reshape(-1).tolist())
-            return (
-                f"ConvexAggregateResult(method={self.method!r}, weights=[{ws}], "
-                f"kkt_residual={float(self.kkt_residual):.3g}, "
-                f"converged={bool(self.converged)})"
-            )
-        return (
-            f"ConvexAggregateResult(method={self.method!r}, batch_shape="
-            f"{tuple(self.batch_shape)}, L={self.weights.shape[-1]}, converged="
-            f"{int(self.converged.sum())}/{self.converged.numel()}, max_kkt_residual="
-            f"{float(self.kkt_residual.max()) if self.kkt_residual.numel() else 0.0:.3g})"
-        )
-
-
-# ------------------------------------------------------------------ gradients
-def _sym(Q: Tensor) -> Tensor:
-    return 0.5 * (Q + Q.mT)
-
-
-def _optimality(S: Tensor):
-    """``F(z; a, Q)`` for ``z = (w, nu)`` ``(*batch, L+1)``; raw (unsymmetrised) Q."""
-
-    def F(z: Tensor, a: Tensor, Q: Tensor) -> Tensor:
-        w, nu = z[..., :-1], z[..., -1:]
-        mu = (_sym(Q) @ w.unsqueeze(-1)).squeeze(-1) - a + nu
-        top = torch.where(S, mu, w)
-        return torch.cat([top, w.sum(-1, keepdim=True) - 1], -1)
-
-    return F
-
-
-def _jacobian(S: Tensor):
-    """``dF/dz``: rows of S ``[Q_sym, 1]``, others ``[e_l, 0]``, last ``[1^T, 0]``."""
-
-    def J(z: Tensor, a: Tensor, Q: Tensor) -> Tensor:
-        L = z.shape[-1] - 1
-        batch = z.shape[:-1]
-        eye = torch.eye(L, dtype=z.dtype, device=z.device)
-        top = torch.where(S.unsqueeze(-1), _sym(Q).expand(*batch, L, L), eye)
-        top = torch.cat([top, S.unsqueeze(-1).to(z.dtype)], -1)  # (*batch, L, L+1)
-        bottom = torch.cat(
-            [
-                torch.ones(*batch, 1, L, dtype=z.dtype, device=z.device),
-                torch.zeros(*batch, 1, 1, dtype=z.dtype, device=z.device),
-            ],
-            -1,
-        )
-        return torch.cat([top, bottom], -2)
-
-    return J
-
-
-def _small_transpose_solve(J: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    return solve_small(J, v, transpose=True)
-
-
-def _support_solve_graph(a: Tensor, Q: Tensor, S: Tensor) -> Tensor:
-    """Differentiable ``w`` from the bordered system on ``S`` (unrolled backward)."""
-    L = S.shape[-1]
-    batch = S.shape[:-1]
-    z = torch.zeros(*batch, L + 1, dtype=a.dtype, device=a.device)
-    J = _jacobian(S)(z, a, Q)
-    zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    rhs = torch.cat([torch.where(S, a.expand(*batch, L), zero), torch.ones_like(z[..., :1])], -1)
-    if L <= MAX_ACTIVE_SET:
-        sol, _ = solve_small(J, rhs)
-    else:
-        sol, _ = torch.linalg.solve_ex(J, rhs)
-    return torch.where(S, sol[..., :-1], zero)
+        we, nue = we.to(af.dtype), nue.to(af.dtype)
+        new = kkt_residual(sym(Qf[idx]), af[idx], we, nue, pfull[idx])
+        # a float32 answer must be certified on its float32 residual
+        better = ~(new >= residual[idx])
+        take = idx[better]
+        w = w.index_put((take,), we[better])
+        nu = nu.index_put((take,), nue[better])
+        S = S.index_put((take,), Se[better])
+        residual = residual.index_put((take,), new[better])
+        objective = objective.index_put((take,), objective_fn(sym(Qf[take]), af[take], w[take]))
+        iters = iters.index_put((take,), iters[take] + (1 << L))
+        refined = refined.index_put((take,), torch.ones_like(take, dtype=torch.bool))
+    return w, nu, S, iters, residual, objective, {"enumerated": enumerated, "refined": refined}
 
 
 # ------------------------------------------------------------------ interface
@@ -303,7 +292,7 @@ def convex_aggregate(
         tensor([1., 0.])
     """
     a_t, Q_t, m_t, batch, L = _prepare(a, Q, mask)
-    with serial_ops(a_t.device):  # see aggregation._small_linalg: OpenMP gains little here
+    with serial_ops(a_t.device):  # see aggregation.small_linalg: OpenMP gains little here
         check_choice(method, "method", ("auto", "active_set", "projected_gradient"))
         check_choice(backward, "backward", ("implicit", "unrolled"))
         check_every = check_int(check_every, "check_every", minimum=1)
@@ -328,32 +317,12 @@ def convex_aggregate(
             info_out: dict[str, Tensor] = {}
             if method == "active_set":
                 cap = 3 + 2 * L if max_iter is None else check_int(max_iter, "max_iter")
-                w, nu, S, iters, resolved, residual, objective = active_set(Qf, af, pf, cap)
-                enumerated = ~resolved
-                fix = enumerated | ~(residual <= tol)
-                refined = torch.zeros_like(enumerated)
-                if bool(fix.any()):  # enumeration in float64: exact for the rest
-                    idx = fix.nonzero().squeeze(-1)
-                    Qd = _sym(Qf[idx].double())
-                    we, nue, Se, _ = enumerate_supports(Qd, af[idx].double(), pfull[idx])
-                    we, nue = we.to(dtype), nue.to(dtype)
-                    new = kkt_residual(_sym(Qf[idx]), af[idx], we, nue, pfull[idx])
-                    # a float32 answer must be certified on its float32 residual
-                    better = ~(new >= residual[idx])
-                    take = idx[better]
-                    w = w.index_put((take,), we[better])
-                    nu = nu.index_put((take,), nue[better])
-                    S = S.index_put((take,), Se[better])
-                    residual = residual.index_put((take,), new[better])
-                    objective = objective.index_put(
-                        (take,), objective_fn(_sym(Qf[take]), af[take], w[take])
-                    )
-                    iters = iters.index_put((take,), iters[take] + (1 << L))
-                    refined = refined.index_put((take,), torch.ones_like(take, dtype=torch.bool))
-                info_out = {"enumerated": enumerated, "refined": refined}
+                w, nu, S, iters, residual, objective, info_out = _solve_active_set(
+                    Qf, af, pf, pfull, tol, cap
+                )
             else:
                 cap = 10000 if max_iter is None else check_int(max_iter, "max_iter")
-                Qs = _sym(Qf)
+                Qs = sym(Qf)
                 w, nu, iters, residual, polished = projected_gradient(
                     Qs, af, pfull, tol, cap, check_every
                 )
@@ -366,7 +335,7 @@ def convex_aggregate(
             if out_dtype != dtype:  # judged on the rounded weights that are returned
                 w_round = w.to(out_dtype).to(dtype)
                 nu_round = nu.to(out_dtype).to(dtype)
-                residual = kkt_residual(_sym(Qf), af, w_round, nu_round, pfull)
+                residual = kkt_residual(sym(Qf), af, w_round, nu_round, pfull)
             converged = residual <= tol
             if not math.isfinite(tol):
                 converged = torch.ones_like(converged)
@@ -378,19 +347,11 @@ def convex_aggregate(
         if wants:
             a_g, Q_g = a_t.to(dtype), Q_t.to(dtype)
             if backward == "unrolled":
-                w_out = _support_solve_graph(a_g, Q_g, S_b)
+                w_out = support_solve_graph(a_g, Q_g, S_b, bordered=True)
             else:
                 z = torch.cat([w_out, nu.reshape(*batch, 1)], -1)
-                z = implicit_root(
-                    _optimality(S_b),
-                    z,
-                    (a_g, Q_g),
-                    jacobian_fn=_jacobian(S_b),
-                    linear_solve=_small_transpose_solve if L <= MAX_ACTIVE_SET else dense_solve,
-                    valid=converged.reshape(batch),
-                    name="convex_aggregate",
-                    fused_backward=fused_backward(S_b) if L <= MAX_ACTIVE_SET else None,
-                )
+                valid = converged.reshape(batch)
+                z = attach_kkt(z, a_g, Q_g, S_b, valid, "convex_aggregate", bordered=True)
                 w_out = z[..., :-1]
         if not bool(converged.all()):
             warn_not_converged(converged, f"convex_aggregate ({method})")

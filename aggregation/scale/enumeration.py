@@ -17,7 +17,7 @@ smallest KKT residual, judged by the library's certificate. Two problems share t
   and ``mu = Q w - a + nu >= 0`` off S.
 
 Engine. All K principal systems of a batch of B problems are one unpivoted
-elimination over a ``(B, K)`` batch (:func:`aggregation._small_linalg.lu_solve_soa`,
+elimination over a ``(B, K)`` batch (:func:`aggregation.small_linalg.lu_solve_soa`,
 structure of arrays, elementwise ops only), with the rows and columns off S
 replaced by those of the identity, so the shapes never depend on the data. A
 pivot with ``|p_k| <= 64 eps |M_kk|`` (eps of the compute dtype) marks its
@@ -27,11 +27,11 @@ sign-feasible within a relative ``64 eps`` (the tolerances of the pivoting
 solvers). Selection, with no host reads: the valid candidate with the smallest
 KKT residual (scale game: the natural residual ``max_l |min(x_l, (C x - a)_l)|``
 of :meth:`~aggregation.ScaleGame.complementarity_residual`; convex:
-``aggregation.scale._convex_active_set.kkt_residual`` of the candidate as returned),
+``aggregation.scale.active_set.kkt_residual`` of the candidate as returned),
 by ``argmin`` over K (invalid ones at ``+inf``; ties go to the first support in
 table order) and ``torch.gather``. The certificate of the returned profile is
 then computed from it with the library's one formula
-(:func:`aggregation.scale.game._certify`, the regret of
+(:func:`aggregation.scale.game.certify_profile`, the regret of
 :meth:`~aggregation.ScaleGame.regret`, judged in the output dtype; for the
 convex problem ``kkt_residual <= tol``): ``converged`` is never taken from a
 candidate.
@@ -56,7 +56,7 @@ The work is ``O(2^L L^3)`` per problem: for ``L = 4``, 15 systems of size 4.
 Nothing reads tensor values on the host (no ``.item()``, no ``bool(tensor)``,
 no data-dependent shapes), so ``torch.compile(..., fullgraph=True)`` traces the
 forward and the backward as one graph; in eager mode large batches run in
-cache-sized chunks (:func:`aggregation._small_linalg.map_chunks`).
+cache-sized chunks (:func:`aggregation.small_linalg.map_chunks`).
 
 Gradients. On the chosen support the solution is ``x_S = C_SS^{-1} a_S`` (or
 the bordered solution), a smooth function of ``(a, C)`` under strict
@@ -83,14 +83,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._small_linalg import chunk_size, lu_solve_soa, map_chunks
-from .._validation import compute_dtype, describe
 from ..result import warn_not_converged
+from ..simplex import all_supports
+from ..small_linalg import chunk_size, lu_solve_soa, map_chunks, matvec
 from ..tolerance import default_tol
+from ..validation import compute_dtype, describe
 from ._common import check_options, out_dtype, prepare, wants_grad
-from ._convex_active_set import kkt_residual, matvec, objective
+from .active_set import kkt_residual, objective
 from .convex import ConvexAggregateResult
-from .game import ScaleGame, _certify, ordered_sum
+from .game import ScaleGame, certify_profile, ordered_sum
 from .result import ScaleGameResult
 
 __all__ = [
@@ -126,8 +127,7 @@ def support_table(L: int, device: torch.device | str | None = None) -> Tensor:
     device = torch.device("cpu") if device is None else torch.device(device)
 
     def build() -> Tensor:
-        codes = torch.arange(1, 1 << L, device=device)  # (K,)
-        return (codes.unsqueeze(-1) >> torch.arange(L, device=device)) & 1 == 1  # (K, L)
+        return all_supports(L, device)[1:]  # (K, L), nonempty
 
     if torch.compiler.is_compiling():
         return build()
@@ -285,7 +285,7 @@ def _scale_result(
         Cf = C_eff.detach().expand(*batch, L, L).reshape(-1, L, L)
         pf = present.expand(*batch, L).reshape(-1, L)
         x, S, found = _scale_candidates(af, Cf, pf, dtype_out)
-        cert = _certify(af, Cf, x, pf, tol)  # of the returned profile
+        cert = certify_profile(af, Cf, x, pf, tol)  # of the returned profile
     x = x.reshape(*batch, L)
     S = S.reshape(*batch, L)
     converged = cert.converged.reshape(batch)
@@ -340,6 +340,8 @@ def _check_tensors(
         if mask.dim() < 1 or mask.shape[-1] != L:
             raise ValueError(f"mask must have shape (*batch, {L}); received {describe(mask)}")
         shapes.append(mask.shape[:-1])
+    if all(shape == shapes[0] for shape in shapes[1:]):
+        return shapes[0], L  # the common case, without broadcast_shapes' Python (~16 us)
     try:
         batch = torch.broadcast_shapes(*shapes)
     except RuntimeError:

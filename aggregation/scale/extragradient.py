@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._small_linalg import matvec, ordered_sum
-from .._validation import check_int, check_positive
+from ..small_linalg import matvec, ordered_sum
+from ..validation import check_int, check_positive
 from ._iterate import run_iterative
 from .game import ScaleGame
 from .result import ScaleGameResult

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._small_linalg import matvec
-from .._validation import check_int
+from ..small_linalg import matvec
+from ..validation import check_int
 from ._iterate import run_iterative
 from .game import ScaleGame
 from .result import ScaleGameResult

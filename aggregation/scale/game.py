@@ -39,10 +39,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .._small_linalg import ordered_sum
-from .._validation import as_tensor, check_nonnegative, compute_dtype, describe
+from ..small_linalg import ordered_sum
+from ..validation import as_tensor, check_nonnegative, compute_dtype, describe
 
-__all__ = ["ScaleGame"]
+__all__ = ["Certificate", "ScaleGame", "certify_profile", "others_sum"]
 
 
 class ScaleGame:
@@ -238,7 +238,7 @@ class ScaleGame:
         x = self._x(x)
         a, C = self.effective(x.dtype)
         diag = C.diagonal(dim1=-2, dim2=-1)
-        w = diag * x - (a - _others(C, x))  # C_ll x_l - r_l
+        w = diag * x - (a - others_sum(C, x))  # C_ll x_l - r_l
         return self._zero_absent(w)
 
     def _zero_absent(self, t: Tensor) -> Tensor:
@@ -263,7 +263,7 @@ class ScaleGame:
         x = self._x(x)
         a, C = self.effective(x.dtype)
         diag = C.diagonal(dim1=-2, dim2=-1)
-        r = a - _others(C, x)
+        r = a - others_sum(C, x)
         return self._zero_absent((r / diag).clamp_min(0))
 
     def regret(self, x: Any) -> Tensor:
@@ -283,7 +283,7 @@ class ScaleGame:
             )
         a, C = self.effective(x.dtype)
         diag = C.diagonal(dim1=-2, dim2=-1)
-        r = a - _others(C, x)
+        r = a - others_sum(C, x)
         return self._zero_absent(_regret(x, r, diag))
 
     def payoff_unit(self) -> Tensor:
@@ -396,8 +396,14 @@ def _others_parts(C: Tensor, x: Tensor, absolute: bool = False) -> list[Tensor]:
     return parts
 
 
-def _others(C: Tensor, x: Tensor) -> Tensor:
-    """``(..., L)`` ``s_l = sum_{k != l} C_lk x_k`` (the arithmetic of :func:`_others_parts`)."""
+def others_sum(C: Tensor, x: Tensor) -> Tensor:
+    """``(..., L)`` ``s_l = sum_{k != l} C_lk x_k``, what the other players do to player l.
+
+    ``C (..., L, L)`` and ``x (..., L)`` broadcast; no validation. The arithmetic
+    is :func:`_others_parts`' (batch-invariant elementwise ops), so
+    ``a - others_sum(C, x)`` is bit for bit the ``r`` of :meth:`ScaleGame.regret`
+    and of :func:`certify_profile`.
+    """
     return torch.stack(_others_parts(C, x), -1)
 
 
@@ -409,7 +415,7 @@ def _payoff_unit(a: Tensor, diag: Tensor, present: Tensor) -> Tensor:
 
 
 class Certificate(NamedTuple):
-    """What a profile is, judged from the profile itself (:func:`_certify`)."""
+    """What a profile is, judged from the profile itself (:func:`certify_profile`)."""
 
     regret: Tensor  # (..., L) closed-form regret, 0 for absent players (as ScaleGame.regret)
     residual: Tensor  # (...,) natural residual max_l |min(x_l, (C x - a)_l)|
@@ -417,7 +423,7 @@ class Certificate(NamedTuple):
     diverged: Tensor  # (...,) bool: x not finite, or beyond what the dtype resolves
 
 
-def _certify(
+def certify_profile(
     a: Tensor,
     C: Tensor,
     x: Tensor,

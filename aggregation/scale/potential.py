@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._small_linalg import matvec, ordered_sum
-from .._validation import check_int
+from ..small_linalg import matvec, ordered_sum
+from ..validation import check_int
 from ._common import prepare
 from ._iterate import run_iterative
 from .game import ScaleGame

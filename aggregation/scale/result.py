@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
-from ..result import EquilibriumResult, _index_batch
+from ..result import EquilibriumResult
 
 __all__ = ["ScaleGameResult"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class ScaleGameResult(EquilibriumResult):
     """An :class:`~aggregation.EquilibriumResult` of a scale game, with the profile as one tensor.
 
@@ -42,36 +43,11 @@ class ScaleGameResult(EquilibriumResult):
     weights: Tensor
     support: Tensor
 
-    def __getitem__(self, index) -> ScaleGameResult:
-        """Index the batch dimensions."""
-        b = len(self.batch_shape)
-        x = _index_batch(self.x, index, b)
-        return ScaleGameResult(
-            strategies=tuple(x.unbind(-1)),
-            regret=_index_batch(self.regret, index, b),
-            converged=_index_batch(self.converged, index, b),
-            iterations=_index_batch(self.iterations, index, b),
-            method=self.method,
-            tol=self.tol,
-            residual=None if self.residual is None else _index_batch(self.residual, index, b),
-            info={k: _index_batch(v, index, b) for k, v in self.info.items()},
-            x=x,
-            weights=_index_batch(self.weights, index, b),
-            support=_index_batch(self.support, index, b),
-        )
+    _repr_one = ("method", "x", "max_regret", "converged", "iterations")
+    _repr_batch = ("method", "batch_shape", "num_players", "converged", "max_regret", "tol")
 
-    def __repr__(self) -> str:
-        if len(self.batch_shape) == 0:
-            xs = ", ".join(f"{v:.4g}" for v in self.x.detach().reshape(-1).tolist())
-            return (
-                f"ScaleGameResult(method={self.method!r}, x=[{xs}], "
-                f"max_regret={float(self.max_regret):.3g}, converged={bool(self.converged)}, "
-                f"iterations={int(self.iterations)})"
-            )
-        done = int(self.converged.sum())
-        worst = float(self.max_regret.max()) if self.regret.numel() else 0.0
-        return (
-            f"ScaleGameResult(method={self.method!r}, batch_shape={tuple(self.batch_shape)}, "
-            f"L={self.x.shape[-1]}, converged={done}/{self.converged.numel()}, "
-            f"max_regret={worst:.3g}, tol={self.tol:g})"
-        )
+    def _index_fields(self, index: Any) -> dict[str, Any]:
+        """As every result's, with ``strategies`` the views of the indexed ``x``."""
+        values = super()._index_fields(index)
+        values["strategies"] = tuple(values["x"].unbind(-1))
+        return values

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, describe
+from ..validation import check_choice, describe
 from .best_response import solve_best_response
 from .enumeration import solve_enumeration
 from .exact import solve_exact

@@ -38,8 +38,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_nonnegative, describe
-from .exact import MAX_EXACT_PLAYERS, _all_supports, enumerate_lcp
+from ..simplex import all_supports
+from ..validation import check_nonnegative, describe
+from .exact import MAX_EXACT_PLAYERS, enumerate_lcp
 from .extragradient import solve_extragradient
 from .game import ScaleGame
 from .potential import solve_potential
@@ -119,7 +120,7 @@ def _copositivity(
     ``v`` with eigenvalue 0 and ``a^T v > 0``: ``W(t v) = t a^T v``, unbounded).
     """
     n, L = present.shape
-    supports = _all_supports(L, M.device)[1:]  # (K, L), nonempty
+    supports = all_supports(L, M.device)[1:]  # (K, L), nonempty
     S = supports.unsqueeze(0) & present.unsqueeze(1)  # (n, K, L)
     inside = (supports.unsqueeze(0) <= present.unsqueeze(1)).all(-1)  # (n, K)
     big = M.abs().sum(-1).amax(-1).view(n, 1, 1, 1) + 1.0

@@ -18,69 +18,19 @@ imports this module or hypothesis.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
-from .assertions import (
-    assert_causal,
-    assert_kkt,
-    assert_nash,
-    assert_scale_equilibrium,
-    assert_strongly_monotone,
-)
+from . import assertions
+from .assertions import *  # noqa: F403  (the names of assertions.__all__, written there once)
 
-_STRATEGIES = (
-    "PlantedScaleGame",
-    "ScaleGameParams",
-    "SimplexQP",
-    "degenerate_games",
-    "mixed_profiles",
-    "normal_form_games",
-    "planted_scale_games",
-    "potential_games",
-    "profiles_for",
-    "scale_game_params",
-    "scale_games",
-    "simplex_qps",
-    "zero_sum_games",
-)
-
-__all__ = [
-    "PlantedScaleGame",
-    "ScaleGameParams",
-    "SimplexQP",
-    "assert_causal",
-    "assert_kkt",
-    "assert_nash",
-    "assert_scale_equilibrium",
-    "assert_strongly_monotone",
-    "degenerate_games",
-    "mixed_profiles",
-    "normal_form_games",
-    "planted_scale_games",
-    "potential_games",
-    "profiles_for",
-    "scale_game_params",
-    "scale_games",
-    "simplex_qps",
-    "zero_sum_games",
-]
+__all__: list[str] = []
+__all__ += assertions.__all__
 
 try:
-    from .strategies import (
-        PlantedScaleGame,
-        ScaleGameParams,
-        SimplexQP,
-        degenerate_games,
-        mixed_profiles,
-        normal_form_games,
-        planted_scale_games,
-        potential_games,
-        profiles_for,
-        scale_game_params,
-        scale_games,
-        simplex_qps,
-        zero_sum_games,
-    )
+    from . import strategies
+    from .strategies import *  # noqa: F403  (the names of strategies.__all__)
 except ModuleNotFoundError as err:  # hypothesis is optional
     if err.name is None or err.name.split(".")[0] != "hypothesis":
         raise
@@ -90,7 +40,20 @@ except ModuleNotFoundError as err:  # hypothesis is optional
         '[test]"`. The assertion helpers (assert_nash, ...) work without it.'
     )
 
+    def _strategy_names() -> tuple[str, ...]:
+        """``strategies.__all__``, read from its source (importing it needs hypothesis)."""
+        tree = ast.parse(Path(__file__).with_name("strategies.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                return tuple(ast.literal_eval(node.value))
+        return ()
+
     def __getattr__(name: str) -> Any:
-        if name in _STRATEGIES:
+        if name in _strategy_names():
             raise ImportError(_MISSING.format(name=name))
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+else:
+    __all__ += strategies.__all__

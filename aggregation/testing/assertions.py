@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import as_tensor, check_int, check_nonnegative, describe
-from ..finite.game import NormalFormGame, _action_values
+from ..finite.game import NormalFormGame, payoff_action_values
 from ..result import EquilibriumResult, EquilibriumSet
+from ..validation import as_tensor, check_int, check_nonnegative, describe
 
 __all__ = [
     "assert_causal",
@@ -183,7 +183,7 @@ deviating to action 1: it earns 1 there against 0 for its strategy (regret 1 > t
                 f"{float(low[k]):.4g} and sums to {float(s[k].sum()):.10g} "
                 f"(simplex_tol {simplex_tol:g})"
             )
-    values = _action_values(payoffs, sigma, n)  # N x (*batch, A_i)
+    values = payoff_action_values(payoffs, sigma, n)  # N x (*batch, A_i)
     regrets, best, earned = [], [], []
     for v, s in zip(values, sigma):
         v = v.expand(*batch, v.shape[-1])
@@ -210,21 +210,37 @@ deviating to action 1: it earns 1 there against 0 for its strategy (regret 1 > t
 
 
 # --------------------------------------------------------------- scale game
-def _scale_parts(game: Any) -> tuple[Any, Any, Any]:
-    """(a, C, mask) from a ScaleGame-like object or an ``(a, C[, mask])`` tuple."""
-    if isinstance(game, (tuple, list)):
-        if len(game) not in (2, 3):
+#: What each kind of input may be: (the name in messages, its matrix, the attribute
+#: pairs of an object holding one, what the message says was expected).
+_PARTS = {
+    "game": (
+        "C",
+        (("a", "C"), ("utilities", "interaction")),
+        "a ScaleGame (with attributes a, C and optionally mask) or a tuple (a, C[, mask])",
+    ),
+    "problem": (
+        "Q",
+        (("a", "Q"), ("a", "C")),
+        "a tuple (a, Q[, mask]) or have attributes a and Q",
+    ),
+}
+
+
+def _parts(obj: Any, name: str) -> tuple[Any, Any, Any]:
+    """``(a, M, mask)`` from an ``(a, M[, mask])`` tuple or an object holding them
+    (a ScaleGame-like ``game``, a QP-like ``problem``: :data:`_PARTS`)."""
+    second, attributes, expected = _PARTS[name]
+    if isinstance(obj, (tuple, list)):
+        if len(obj) not in (2, 3):
             raise ValueError(
-                f"game must be (a, C) or (a, C, mask); received a sequence of length {len(game)}"
+                f"{name} must be (a, {second}) or (a, {second}, mask); received a sequence "
+                f"of length {len(obj)}"
             )
-        return game[0], game[1], game[2] if len(game) == 3 else None
-    for a_name, c_name in (("a", "C"), ("utilities", "interaction")):
-        if hasattr(game, a_name) and hasattr(game, c_name):
-            return getattr(game, a_name), getattr(game, c_name), getattr(game, "mask", None)
-    raise TypeError(
-        "game must be a ScaleGame (with attributes a, C and optionally mask) or a tuple "
-        f"(a, C[, mask]); received {describe(game)}"
-    )
+        return obj[0], obj[1], obj[2] if len(obj) == 3 else None
+    for a_name, m_name in attributes:
+        if hasattr(obj, a_name) and hasattr(obj, m_name):
+            return getattr(obj, a_name), getattr(obj, m_name), getattr(obj, "mask", None)
+    raise TypeError(f"{name} must be {expected}; received {describe(obj)}")
 
 
 def _scale_strategies(x: Any) -> Any:
@@ -299,7 +315,7 @@ def assert_scale_equilibrium(
     """
     tol = check_nonnegative(tol, "tol")
     nonneg_tol = check_nonnegative(nonneg_tol, "nonneg_tol")
-    a_in, c_in, game_mask = _scale_parts(game)
+    a_in, c_in, game_mask = _parts(game, "game")
     a = as_tensor(a_in, "a", min_dim=1).detach()
     dtype = _exact_dtype(a.device)
     a = a.to(dtype)
@@ -376,24 +392,6 @@ def assert_scale_equilibrium(
 
 
 # ---------------------------------------------------------- convex problem
-def _qp_parts(problem: Any) -> tuple[Any, Any, Any]:
-    if isinstance(problem, (tuple, list)):
-        if len(problem) not in (2, 3):
-            raise ValueError(
-                f"problem must be (a, Q) or (a, Q, mask); received a sequence of length "
-                f"{len(problem)}"
-            )
-        return problem[0], problem[1], problem[2] if len(problem) == 3 else None
-    for a_name, q_name in (("a", "Q"), ("a", "C")):
-        if hasattr(problem, a_name) and hasattr(problem, q_name):
-            mask = getattr(problem, "mask", None)
-            return getattr(problem, a_name), getattr(problem, q_name), mask
-    raise TypeError(
-        f"problem must be a tuple (a, Q[, mask]) or have attributes a and Q; received "
-        f"{describe(problem)}"
-    )
-
-
 def assert_kkt(
     problem: Any,
     solution: Any,
@@ -437,7 +435,7 @@ def assert_kkt(
     """
     tol = check_nonnegative(tol, "tol")
     simplex_tol = check_nonnegative(simplex_tol, "simplex_tol")
-    a_in, q_in, problem_mask = _qp_parts(problem)
+    a_in, q_in, problem_mask = _parts(problem, "problem")
     a = as_tensor(a_in, "a", min_dim=1).detach()
     a = a.to(_exact_dtype(a.device))
     Q = as_tensor(q_in, "Q", min_dim=2).detach().to(dtype=a.dtype, device=a.device)

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import Tensor
 
-from .._validation import check_nonnegative, describe
 from ..finite.game import NormalFormGame
+from ..validation import check_nonnegative, describe
 
 __all__ = [
     "PlantedScaleGame",

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="iteration budget of the fusion's game solver (default: the solver's own)",
     )
     m.add_argument("--asymmetric", action="store_true", help="learned skew term in the game")
+    m.add_argument("--learn-mu", action="store_true", help="learned per-head mu of the game")
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--ffn-mult", type=int, default=4)
     o = p.add_argument_group("optimisation")
@@ -110,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--json-out", default=None, help="write the run's summary as JSON here")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    o.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="train through torch.compile (default backend: inductor)",
+    )
     return p
 
 
@@ -128,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         gating=args.gating,
         solver_max_iter=args.solver_max_iter,
         asymmetric=args.asymmetric,
+        learn_mu=args.learn_mu,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,
     )
@@ -156,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dtype=args.dtype,
         progress=not args.no_progress,
         json_out=args.json_out,
+        compile=args.compile,
     )
     config.validate()
     return config

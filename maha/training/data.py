@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aggregation._validation import check_int, describe
+from aggregation.validation import check_int, describe
 
 __all__ = [
     "SEPARATOR",

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aggregation._validation import check_choice, check_int, check_nonnegative, check_positive
+from aggregation.validation import check_choice, check_int, check_nonnegative, check_positive
 
 from ..config import MAHAConfig
 from ..model import VARIANTS, build_model
@@ -122,6 +122,11 @@ class TrainConfig:
         dtype: parameter dtype, a key of :data:`DTYPES`.
         progress: show a tqdm progress bar (rank 0 only).
         json_out: write the run's summary (:meth:`TrainResult.to_dict`) to this path.
+        compile: ``None`` (eager) or a ``torch.compile`` backend (``"inductor"``, or
+            ``"aot_eager"`` to check a graph without code generation) for the training
+            forward and backward; evaluation and checkpoints use the eager module (same
+            parameters, same state-dict keys). Under compilation the game fusions solve
+            by support enumeration (no host reads), which returns the same equilibria.
     """
 
     variant: str = "maha-nash"
@@ -150,6 +155,7 @@ class TrainConfig:
     dtype: str = "float32"
     progress: bool = True
     json_out: str | None = None
+    compile: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the option of any bad value."""
@@ -186,6 +192,9 @@ class TrainConfig:
             raise ValueError("resume='latest' needs checkpoint_dir (--checkpoint-dir) to be set")
         if self.max_bytes is not None:
             check_int(self.max_bytes, "max_bytes", minimum=1)
+        if self.compile is not None:
+            backends = tuple(torch.compiler.list_backends(exclude_tags=()))
+            check_choice(self.compile, "compile", backends)
 
     @property
     def total_warmup(self) -> int:
@@ -560,6 +569,9 @@ def _train(run: PreparedRun, ctx: DistributedContext) -> TrainResult:
     unused = ctx.is_distributed and bool(_unused_parameters(model))
     ddp_model = wrap_model(model, ctx, find_unused_parameters=unused)
     ddp_model.train()
+    step_model = (
+        ddp_model if config.compile is None else torch.compile(ddp_model, backend=config.compile)
+    )
     tokens_per_step = config.batch_size * config.seq_len
     start = sampler.step
     start_mem_mb = _current_mem_mb(ctx.device)
@@ -608,7 +620,7 @@ def _train(run: PreparedRun, ctx: DistributedContext) -> TrainResult:
         indices = sampler.indices(step)  # (B/W,)
         x, y = corpus.train.batch(indices, config.seq_len)  # (B/W, T) each
         x, y = x.to(ctx.device), y.to(ctx.device)
-        logits = ddp_model(x)  # (B/W, T, 256)
+        logits = step_model(x)  # (B/W, T, 256)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

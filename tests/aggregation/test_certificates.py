@@ -94,9 +94,9 @@ def test_certificate_rejects_a_profile_whose_regret_cancels():
     a = torch.tensor([0.5, 1.0], dtype=D)
     C = torch.tensor([[0.01, -0.03], [-0.03, 0.09]], dtype=D)
     x = torch.tensor([7.2e17, 2.4e17], dtype=D)  # the old false certificate
-    from aggregation.scale.game import _certify
+    from aggregation.scale.game import certify_profile
 
-    cert = _certify(a, C, x, torch.ones(2, dtype=torch.bool), 1e-9)
+    cert = certify_profile(a, C, x, torch.ones(2, dtype=torch.bool), 1e-9)
     assert not bool(cert.converged) and bool(cert.diverged)
 
 

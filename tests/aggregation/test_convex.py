@@ -226,7 +226,7 @@ def test_empty_batch(method):
 
 
 def test_many_chunks_equal_one_chunk(monkeypatch):
-    import aggregation._small_linalg as small
+    import aggregation.small_linalg as small
 
     g = torch.Generator().manual_seed(5)
     o = torch.randn(40, 4, 5, generator=g, dtype=D)

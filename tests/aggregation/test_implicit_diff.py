@@ -9,8 +9,8 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from aggregation import custom_fixed_point, custom_root, implicit_fixed_point, implicit_root
-from aggregation._small_linalg import solve_small
 from aggregation.implicit_diff import dense_solve, jacobian_rows
+from aggregation.small_linalg import solve_small
 
 D = torch.float64
 

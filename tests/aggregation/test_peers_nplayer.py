@@ -19,6 +19,7 @@ from aggregation import (
     best_response_dynamics,
     fictitious_play,
     is_nash,
+    liapunov,
     logit_qre,
     regret_matching,
     replicator_dynamics,
@@ -69,6 +70,7 @@ SOLVERS = {
     "replicator_dynamics": (lambda g: replicator_dynamics(g, max_iter=3000, tol=1e-6), 1e-6),
     "regret_matching": (lambda g: regret_matching(g, iterations=2000, tol=1e-2), 1e-2),
     "logit_qre": (lambda g: logit_qre(g, tol=1e-6), 1e-6),
+    "liapunov": (lambda g: liapunov(g), 1e-9),
 }
 
 
@@ -87,8 +89,8 @@ def test_converged_outputs_are_equilibria_by_gambit(name):
             if bool(out.converged[b]):
                 converged += 1
                 assert theirs <= tol + 1e-12
-    if name == "logit_qre":
-        assert converged == GAMES  # the trace converges on every one of them
+    if name in ("logit_qre", "liapunov"):
+        assert converged == GAMES  # both certify every one of them
 
 
 def test_logit_qre_matches_gambit_logit_solve():

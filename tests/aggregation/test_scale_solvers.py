@@ -382,7 +382,7 @@ def test_empty_batch(method):
 
 def test_many_chunks_equal_one_chunk(monkeypatch):
     """The chunked kernels (worker threads, partial chunks) change nothing."""
-    import aggregation._small_linalg as small
+    import aggregation.small_linalg as small
 
     a, C = _games(8, B=50)
     mask = torch.rand(50, 3, generator=torch.Generator().manual_seed(0)) > 0.2

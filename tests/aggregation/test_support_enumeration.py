@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation import NormalFormGame, regret, support_enumeration, vertex_enumeration
+from aggregation.finite.exact import vertices
 from aggregation.testing import assert_nash, degenerate_games, normal_form_games
 
 TOL = 1e-9
@@ -235,9 +236,9 @@ def test_chunked_batches_equal_one_chunk(monkeypatch):
     game = NormalFormGame.bimatrix(A, rng.integers(0, 3, (37, 4, 5)).astype(float))
     whole_s, whole_v = support_enumeration(game), vertex_enumeration(game)
     monkeypatch.setattr(
-        sys.modules["aggregation.finite.exact.support_enumeration"], "_MASK_BYTES", 300
+        sys.modules["aggregation.finite.exact.support_enumeration"], "MASK_BYTES", 300
     )
-    monkeypatch.setattr(sys.modules["aggregation.finite.exact._vertices"], "_CHUNK_ELEMS", 50)
+    monkeypatch.setattr(vertices, "CHUNK_ELEMS", 50)
     for whole, solver in [(whole_s, support_enumeration), (whole_v, vertex_enumeration)]:
         chunked = solver(game)
         assert torch.equal(whole.count, chunked.count)

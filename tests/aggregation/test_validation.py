@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from aggregation._validation import (
+import aggregation.validation as validation
+from aggregation.validation import (
     as_tensor,
     check_choice,
+    check_float_dtype,
     check_int,
     check_nonnegative,
     check_positive,
+    check_real,
     compute_dtype,
 )
 
@@ -77,3 +80,28 @@ def test_scalar_checks_name_the_argument():
         check_int(True, "iterations")
     with pytest.raises(ValueError, match="mode must be one of"):
         check_choice("fast", "mode", ["classic", "smooth"])
+
+
+def test_real_numbers_and_float_dtypes():
+    assert check_real(3, "stake") == 3.0 and isinstance(check_real(3, "stake"), float)
+    assert check_real(-0.5, "stake") == -0.5
+    with pytest.raises(TypeError, match="stake must be a real number; received bool"):
+        check_real(True, "stake")
+    with pytest.raises(TypeError, match="stake must be a real number"):
+        check_real("1", "stake")
+    with pytest.raises(ValueError, match="stake must be finite; received inf"):
+        check_real(float("inf"), "stake")
+    assert check_float_dtype(None) == torch.get_default_dtype()
+    assert check_float_dtype(torch.float16) == torch.float16
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        check_float_dtype(torch.int64)
+    with pytest.raises(TypeError, match="out_dtype must be a floating-point"):
+        check_float_dtype("float32", "out_dtype")
+
+
+def test_the_public_module_documents_every_helper():
+    doc = validation.__doc__
+    for name in validation.__all__:
+        helper = getattr(validation, name)
+        assert helper.__doc__, f"{name} has no docstring"
+        assert f":func:`{name}`" in doc, f"the module docstring does not say what {name} checks"

@@ -25,6 +25,9 @@ def test_solver_benchmark_quick(tmp_path):
     by_job = {(r["job"], r["size"]): r for r in report["jobs"]}
     assert by_job[("one equilibrium", "6x6")]["ours"]["converged"] == 1.0
     assert by_job[("zero-sum", "3x3")]["ours"]["converged"] == 1.0
+    liap = by_job[("3-player: liapunov", "3x3x3")]  # certified by regret, against Gambit
+    assert liap["ours"]["converged"] >= 0.9 and liap["ours"]["max_regret_converged"] <= 1e-6
+    assert {"gambit.ipa_solve", "gambit.liap_solve"} <= set(liap["peers"])
     table = (tmp_path / "solvers.md").read_text()
     assert "| job | size |" in table and "gambit" in table
     assert "ratio" in done.stdout

@@ -2,7 +2,7 @@
 
 - ``maha.fusion_ops``: the chunked Gram matrices, utility scores and mix, read from
   the per-scale outputs without building the stack, equal the same products of the
-  stack built by ``maha.upsample.upsample`` (values and gradients, float64), for
+  stack built by ``maha.scales.upsample`` (values and gradients, float64), for
   causal and non-causal geometry, several ratios and lengths, padding, one chunk
   and many chunks.
 - ``maha.attention.local_attention``: one chunk of query blocks equals many, it
@@ -20,9 +20,8 @@ import torch
 
 import maha.fusion_ops as fops
 from maha.attention import _window_bias, local_attention
-from maha.decomposition import scale_lengths
 from maha.fusion_ops import game_features, mix, scale_rows, stack_scales
-from maha.upsample import upsample
+from maha.scales import scale_lengths, upsample
 
 
 def _outs(n, L, r, *, batch=2, heads=2, dh=3, seed=0, has_keys=False):

@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 
 import maha
 from maha.attention import local_attention
-from maha.decomposition import scale_lengths
-from maha.upsample import upsample_index, upsample_presence
 
 D, HEADS = 8, 2
 
@@ -180,57 +178,6 @@ def test_local_attention_equals_dense_masked_attention(n, window, causal, padded
     theirs = torch.autograd.grad(expected, (q, k, v), cot)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    n=st.integers(1, 300), ratio=st.integers(2, 5), level=st.integers(0, 4), causal=st.booleans()
-)
-def test_upsample_index_geometry(n, ratio, level, causal):
-    """A position gets the block holding it, or (causal) the last block ending at or before it."""
-    f = ratio**level
-    n_l = scale_lengths(n, level + 1, ratio)[-1]
-    index, present = upsample_index(n, f, causal=causal)
-    t = torch.arange(n)
-    assert (index >= 0).all() and (index < n_l).all()
-    if causal:
-        end = (index + 1) * f - 1
-        assert (end[present] <= t[present]).all()  # the block has ended
-        assert ((end[present] + f) > t[present]).all()  # and it is the last one that has
-        assert torch.equal(present, t + 1 >= f)
-    else:
-        assert present.all()
-        assert ((index * f <= t) & (t < (index + 1) * f)).all()
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    n=st.integers(1, 60),
-    ratio=st.integers(2, 4),
-    level=st.integers(0, 3),
-    causal=st.booleans(),
-    seed=st.integers(0, 2**16),
-    keyed=st.booleans(),
-)
-def test_upsample_presence_is_the_block_rule_and_the_keys(n, ratio, level, causal, seed, keyed):
-    """present[b, t]: t has a block (searched position by position) and that block has a key."""
-    f = ratio**level
-    n_l = scale_lengths(n, level + 1, ratio)[-1]
-    gen = torch.Generator().manual_seed(seed)
-    has_key = torch.rand(2, n_l, generator=gen) > 0.4 if keyed else None
-    index, present = upsample_presence(has_key, 2, n, f, causal=causal)
-    assert present.shape == (2, n) and present.dtype == torch.bool
-    for t in range(n):
-        if causal:  # the last block that has ended at t
-            ended = [j for j in range(n_l) if (j + 1) * f - 1 <= t]
-            block = ended[-1] if ended else None
-        else:  # the block holding t
-            block = t // f
-        for b in range(2):
-            expected = block is not None and (has_key is None or bool(has_key[b, block]))
-            assert bool(present[b, t]) == expected, (b, t)
-            if block is not None:
-                assert int(index[t]) == block
 
 
 # ------------------------------------------------------------------- padding
@@ -472,3 +419,95 @@ def test_config_validation_names_the_field():
     config = maha.MAHAConfig(d_model=32, n_head=4)
     assert maha.MAHAConfig.from_dict(config.to_dict()) == config
     assert config.replace(window=None).window is None
+
+
+def test_from_config_is_the_constructor_path():
+    """The layer built from a config whole equals the one built from the same arguments."""
+    config = maha.MAHAConfig(
+        d_model=16,
+        n_head=2,
+        num_scales=3,
+        ratio=3,
+        window=4,
+        strategy="convex",
+        gating=True,
+        mu=0.5,
+        asymmetric=True,
+        utility_eps=1e-2,
+        solver_tol=1e-7,
+        solver_max_iter=50,
+        bias=False,
+        decomposition="dense_conv",
+        global_coarsest=False,
+        block_size=40,
+    )
+    torch.manual_seed(0)
+    built = maha.MAHAAttention.from_config(config).double()
+    torch.manual_seed(0)
+    direct = maha.MAHAAttention(
+        16,
+        2,
+        3,
+        3,
+        4,
+        "convex",
+        True,
+        gating=True,
+        mu=0.5,
+        asymmetric=True,
+        utility_eps=1e-2,
+        solver_tol=1e-7,
+        solver_max_iter=50,
+        bias=False,
+        decomposition="dense_conv",
+        global_coarsest=False,
+        max_length=40,
+    ).double()
+    assert built.extra_repr() == direct.extra_repr() and built.max_length == 40
+    assert (built.fusion.mu, built.fusion.solver_tol, built.fusion.solver_max_iter) == (
+        0.5,
+        1e-7,
+        50,
+    )
+    a, b = built.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 13, 16, dtype=torch.float64)
+    torch.testing.assert_close(built(x), direct(x), rtol=0, atol=0)
+    block = maha.MAHABlock(config)
+    assert block.attn.extra_repr() == direct.extra_repr() and block.attn.max_length == 40
+    with pytest.raises(TypeError, match="config must be a MAHAConfig"):
+        maha.MAHAAttention.from_config({"d_model": 16})
+    with pytest.raises(TypeError, match="config must be a MAHAConfig"):
+        maha.MAHABlock({"d_model": 16})
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda: maha.MAHAConfig(num_scales=0), ["num_scales", ">= 1", "0"]),
+        (lambda: maha.MAHAAttention(8, 2, num_scales=0), ["num_scales", ">= 1", "0"]),
+        (lambda: maha.ScaleFusion(0, 2, 4), ["num_scales", ">= 1", "0"]),
+        (lambda: maha.MultiscaleAttention(8, 2, 0), ["num_scales", ">= 1", "0"]),
+        (lambda: maha.HierarchicalDecomposition(8, 0), ["num_scales", ">= 1", "0"]),
+        (lambda: maha.MultiscaleAttention(10, 3), ["d_model", "num_heads", "10", "3"]),
+        (lambda: maha.ScaleFusion(3, 2, 4, mu=-1.0), ["mu", "-1"]),
+        (lambda: maha.ScaleFusion(3, 2, 4, solver_max_iter=0), ["solver_max_iter", "0"]),
+        (lambda: maha.MAHAConfig(dropout=1.0), ["dropout", "[0, 1)"]),
+        (lambda: maha.HierarchicalDecomposition(8, 3, 1), ["ratio", ">= 2", "1"]),
+    ],
+)
+def test_each_field_has_one_rule_and_every_part_uses_it(build, words):
+    """The config, the layer and the parts built alone refuse a value with the same message."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        build()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_validate_layer_args_returns_checked_values_and_refuses_unknown_names():
+    from maha.config import validate_layer_args
+
+    checked = validate_layer_args(num_scales=3, mu=2, window=None, solver_tol=None)
+    assert checked == {"num_scales": 3, "mu": 2.0, "window": None, "solver_tol": None}
+    with pytest.raises(TypeError, match="no rule for \\['n_head'\\]"):
+        validate_layer_args(n_head=2)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import maha
 from maha.block import DilatedConv
-from maha.decomposition import HierarchicalDecomposition, scale_lengths
+from maha.decomposition import HierarchicalDecomposition
+from maha.scales import scale_lengths
 
 SMALL = maha.MAHAConfig(block_size=64, n_layer=2, n_head=2, d_model=16, num_scales=3, window=4)
 

@@ -217,7 +217,7 @@ def test_a_long_chunk_leaves_no_chunk_sized_storage_in_the_cache(variant):
 @pytest.mark.parametrize("factor", [1, 2, 3, 4, 9])
 def test_upsample_from_a_start_is_a_slice_of_the_whole(causal, factor):
     """A chunk's rows read from ``first_block(start)`` on equal the whole sequence's rows."""
-    from maha.upsample import first_block, upsample
+    from maha.scales import first_block, upsample
 
     n = 40
     blocks = torch.randn(1, n, 3)  # one row per block, more than enough

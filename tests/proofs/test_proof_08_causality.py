@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import maha
 from aggregation.testing import assert_causal
-from maha.upsample import upsample_index
+from maha.scales import upsample_index
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import as_tensor, compute_dtype, describe
 from ...implicit_diff import implicit_root
 from ...tolerance import resolve_tol
+from ...validation import as_tensor, compute_dtype, describe
 from ..game import bimatrix_pair
 
 __all__ = ["BimatrixNashResult", "differentiable_bimatrix_nash", "support_search"]

@@ -32,12 +32,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._small_linalg import solve_small
-from ..._validation import as_tensor, check_int, describe
 from ...implicit_diff import implicit_root, jacobian_rows
+from ...small_linalg import solve_small
 from ...tolerance import resolve_tol
+from ...validation import as_tensor, check_int, describe
 from ..exact.logit_qre import QuantalResponseResult, logit_qre_at
-from ..game import NormalFormGame, _action_values, _regret, validate_profile
+from ..game import NormalFormGame, payoff_action_values, payoff_regret, validate_profile
 
 __all__ = ["differentiable_logit_qre"]
 
@@ -51,7 +51,7 @@ def _qre_map(actions: Sequence[int], n: int):
 
     def F(z: Tensor, payoffs: Tensor, lam: Tensor) -> Tensor:
         sigma = _split(z, actions)
-        values = _action_values(payoffs, sigma, n)
+        values = payoff_action_values(payoffs, sigma, n)
         target = [torch.softmax(lam[..., i : i + 1] * v, dim=-1) for i, v in enumerate(values)]
         target = [t.expand(*z.shape[:-1], t.shape[-1]) for t in target]
         return z - torch.cat(target, dim=-1)
@@ -160,7 +160,7 @@ def differentiable_logit_qre(
     )
     sigma = _split(z, actions)
     with torch.no_grad():
-        regret = _regret(P, [s.detach() for s in sigma], n)
+        regret = payoff_regret(P, [s.detach() for s in sigma], n)
     return QuantalResponseResult(
         strategies=tuple(sigma),
         lam=lam_full.detach(),

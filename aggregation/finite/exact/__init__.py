@@ -2,10 +2,12 @@
 
 Two-player: Lemke-Howson (complementary pivoting), support and vertex enumeration,
 the zero-sum linear program, pure equilibria; N-player: the logit quantal-response
-homotopy (``logit_qre``) whose limit is a Nash equilibrium.
+homotopy (``logit_qre``) whose limit is a Nash equilibrium, and Lyapunov-function
+minimisation (``liapunov``, Gambit's ``liap``).
 """
 
 from .lemke_howson import lemke_howson, lemke_howson_enumeration
+from .liapunov import liapunov
 from .linear_program import linear_program
 from .logit_qre import QuantalResponseResult, logit_qre, logit_qre_at
 from .pure_equilibria import pure_equilibria
@@ -16,6 +18,7 @@ __all__ = [
     "QuantalResponseResult",
     "lemke_howson",
     "lemke_howson_enumeration",
+    "liapunov",
     "linear_program",
     "logit_qre",
     "logit_qre_at",

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import describe
 from ...result import EquilibriumSet
 from ...tolerance import default_tol
-from ..game import NormalFormGame, _regret
+from ...validation import describe
+from ..game import NormalFormGame, payoff_regret
 
 __all__ = [
     "DEDUP_TOL",
@@ -101,7 +101,7 @@ def evaluate_profiles(
     y = y.clamp_min(0)
     x = (x / x.sum(-1, keepdim=True)).to(dtype)  # (E, m)
     y = (y / y.sum(-1, keepdim=True)).to(dtype)  # (E, n)
-    regret = _regret(payoffs[games], (x.to(torch.float64), y.to(torch.float64)), 2)  # (E, 2)
+    regret = payoff_regret(payoffs[games], (x.to(torch.float64), y.to(torch.float64)), 2)  # (E, 2)
     return x, y, regret
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._nplayer_multilinear import Multilinear, own_first
+from .._nplayer_multilinear import Multilinear, own_first
 
 __all__ = ["Layout", "TraceResult", "softmax_profile", "trace_branch"]
 

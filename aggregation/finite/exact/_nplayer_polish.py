@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._nplayer_multilinear import Multilinear
 from ._nplayer_homotopy import Layout
-from ._nplayer_multilinear import Multilinear
 
 __all__ = ["guess_support", "polish_support"]
 

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import check_int
 from ...result import EquilibriumResult, EquilibriumSet, warn_not_converged
 from ...tolerance import resolve_tol
+from ...validation import check_int
 from ..game import NormalFormGame
 from ._bimatrix import (
     attach_gradients,

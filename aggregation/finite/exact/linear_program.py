@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..._validation import check_int
 from ...result import EquilibriumResult, warn_not_converged
 from ...tolerance import default_tol, resolve_tol
+from ...validation import check_int
 from ..game import NormalFormGame
 from ._bimatrix import attach_gradients, check_bimatrix, evaluate_profiles, flat_payoffs
 from ._tableau import pivot_, ratio_test, swap_basis_

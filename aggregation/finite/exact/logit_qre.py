@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import as_tensor, check_int, check_nonnegative, check_positive
 from ...result import EquilibriumResult, warn_not_converged
 from ...tolerance import resolve_tol
+from ...validation import as_tensor, check_int, check_nonnegative, check_positive
 from .._nplayer_common import finish, payoff_ranges, prepare
-from ..game import _action_values, _regret
+from .._nplayer_multilinear import Multilinear, first_max_one_hot, own_first
+from ..game import payoff_action_values, payoff_regret
 from ._nplayer_homotopy import Layout, softmax_profile, trace_branch
-from ._nplayer_multilinear import Multilinear, first_max_one_hot, own_first
 from ._nplayer_polish import guess_support, polish_support
 
 __all__ = ["QuantalResponseResult", "logit_qre", "logit_qre_at"]
@@ -119,17 +119,17 @@ def logit_qre(
         """Polish (batch-last inputs); else accept QREs that are already tol-Nash."""
         sigma = softmax_profile(layout, d)  # N x (A_i, s)
         profile = [p.T for p in sigma]  # N x (s, A_i)
-        good = _regret(prep.payoffs[ids], profile, n).amax(-1) <= tol  # (s,)
+        good = payoff_regret(prep.payoffs[ids], profile, n).amax(-1) <= tol  # (s,)
         if polish_from is None:
             return good, profile
         support = guess_support(layout, d, lam, slope)
         polished, _, ok = polish_support(layout, own.index(ids), sigma, support)
         polished = [p.T for p in polished]
-        ok &= _regret(prep.payoffs[ids], polished, n).amax(-1) <= tol
+        ok &= payoff_regret(prep.payoffs[ids], polished, n).amax(-1) <= tol
         # near-degenerate games: an action whose gap is below ~1/lambda still looks
         # supported; if the limit is pure, the QRE's modal actions already are it
         modal = [first_max_one_hot(p).T for p in sigma]  # N x (s, A_i)
-        pure = ~ok & (_regret(prep.payoffs[ids], modal, n).amax(-1) <= tol)
+        pure = ~ok & (payoff_regret(prep.payoffs[ids], modal, n).amax(-1) <= tol)
         polished = [torch.where(pure[:, None], q, p) for p, q in zip(polished, modal)]
         ok |= pure
         profile = [torch.where(ok[:, None], q, p) for p, q in zip(profile, polished)]
@@ -241,7 +241,7 @@ def logit_qre_at(
     scaled = prep.payoffs * weight.reshape((size, n) + (1,) * n)  # (B, N, *A)
     out = trace_branch(scaled, layout, reach, max_steps, first_step=first_step)
     sigma = [out.sigma[:, o : o + a] for o, a in zip(layout.offsets, layout.actions)]
-    values = _action_values(prep.payoffs, sigma, n)
+    values = payoff_action_values(prep.payoffs, sigma, n)
     residual = torch.stack(
         [
             (s - torch.softmax(lam_t[:, i : i + 1] * v, dim=-1)).abs().amax(-1)
@@ -261,7 +261,7 @@ def logit_qre_at(
         lam=unflatten(lam_t),
         residual=unflatten(residual),
         converged=unflatten(converged),
-        regret=unflatten(_regret(prep.payoffs, sigma, n)),
+        regret=unflatten(payoff_regret(prep.payoffs, sigma, n)),
         iterations=unflatten(out.steps),
         tol=tol,
         info={"failed": unflatten(out.failed)},

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_nonnegative
 from ...result import EquilibriumSet
+from ...validation import check_nonnegative
 from .._nplayer_common import prepare
 
 __all__ = ["pure_equilibria"]

@@ -10,8 +10,8 @@ from torch import Tensor
 from ...result import EquilibriumSet
 from ..game import NormalFormGame
 from ._bimatrix import finish_set
-from ._vertices import extreme_equilibria, side_candidates, side_tables, solve_size
 from .vertex_enumeration import prepare
+from .vertices import extreme_equilibria, side_candidates, side_tables, solve_size
 
 __all__ = ["support_enumeration"]
 
@@ -29,7 +29,7 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
     All ``C(m + n, m) - 1`` support pairs of all games are tested at once: the
     solutions are ratios of bordered minors, built for every support by one
     batched Laplace recursion, so the test is a vectorised sign check (see
-    ``aggregation/finite/exact/_vertices.py``); the survivors are re-solved by LU
+    ``aggregation/finite/exact/vertices.py``); the survivors are re-solved by LU
     and returned only if their regret is at most ``tol`` for both players.
 
     Degenerate games. In a nondegenerate game every equilibrium has supports of
@@ -97,7 +97,7 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
     m, n = game.num_actions
     N = payoffs.shape[0]
     # The dense feasibility masks hold C(m + n, m) bools per game and side: chunk the batch.
-    chunk = max(1, _MASK_BYTES // comb(m + n, m))
+    chunk = max(1, MASK_BYTES // comb(m + n, m))
     parts = [
         _equal_supports(A[s : s + chunk], Bt[s : s + chunk]) for s in range(0, max(N, 1), chunk)
     ]
@@ -117,8 +117,9 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
     )
 
 
-#: Bytes of dense feasibility mask per side and chunk of games.
-_MASK_BYTES = 1 << 26
+#: Bytes of dense feasibility mask per side and chunk of games (a test lowers it
+#: to exercise the chunked path).
+MASK_BYTES = 1 << 26
 
 
 def _equal_supports(A: Tensor, Bt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -6,7 +6,7 @@ from ...result import EquilibriumSet
 from ...tolerance import resolve_tol
 from ..game import NormalFormGame
 from ._bimatrix import check_bimatrix, finish_set, flat_payoffs, normalise_centered
-from ._vertices import MAX_LABELS, extreme_equilibria
+from .vertices import MAX_LABELS, extreme_equilibria
 
 __all__ = ["vertex_enumeration"]
 
@@ -28,7 +28,7 @@ def vertex_enumeration(game: NormalFormGame, tol: float | None = None) -> Equili
 
     The vertices of every polytope of the batch are found at once (all bases
     ``(L, J)``, ``|L| = |J|``, tested by signs of bordered minors; see
-    ``aggregation/finite/exact/_vertices.py``), vertices reached from several
+    ``aggregation/finite/exact/vertices.py``), vertices reached from several
     bases are merged by their label sets, the completely labelled pairs are
     found with one batched bit-mask comparison per game, and each surviving
     pair is re-solved by LU and verified: it is returned only if its regret is

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import check_choice, check_int, check_nonnegative
 from ...result import EquilibriumResult
+from ...validation import check_choice, check_int, check_nonnegative
 from .._nplayer_common import Trajectory, finish, initial_pure, prepare
 
 __all__ = ["best_response_dynamics"]

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._validation import check_int, check_nonnegative
 from ...result import EquilibriumResult
+from ...validation import check_int, check_nonnegative
 from .._nplayer_common import Trajectory, finish, initial_mixed, prepare, running_mean
-from ..exact._nplayer_multilinear import Multilinear, own_first
+from .._nplayer_multilinear import Multilinear, own_first
 
 __all__ = ["regret_matching"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from ..._validation import check_int, check_nonnegative, check_positive
 from ...result import EquilibriumResult
+from ...validation import check_int, check_nonnegative, check_positive
 from .._nplayer_common import Trajectory, finish, initial_mixed, payoff_ranges, prepare
-from ..exact._nplayer_multilinear import Multilinear, own_first
+from .._nplayer_multilinear import Multilinear, own_first
 
 __all__ = ["replicator_dynamics"]
 

@@ -1,8 +1,29 @@
-"""Input validation shared by every public entry point.
+"""Input validation for every public entry point (public: use it in your own solvers too).
 
 Every check raises a ``ValueError`` or ``TypeError`` whose message names the
 argument, what was expected and what was received. Nothing here uses
-``assert``; nothing silently converts bad input into NaN.
+``assert``; nothing silently converts bad input into NaN. The solvers of
+:mod:`aggregation`, the :mod:`maha` layer and models, and a user's own solver
+built on :class:`aggregation.NormalFormGame` or :class:`aggregation.ScaleGame`
+validate their arguments with these helpers, so that every error reads alike.
+
+What each helper checks:
+
+* :func:`as_tensor`: a tensor, NumPy array or rectangular nested sequence of
+  real numbers (not complex, not ragged), with at least ``min_dim`` dimensions
+  and (by default) finite entries; returns a floating tensor.
+* :func:`check_finite`: a tensor holds no NaN or infinite entry.
+* :func:`check_real`: a finite real Python number (``int`` or ``float``, not ``bool``).
+* :func:`check_nonnegative`: a finite real number ``>= 0`` (a tolerance).
+* :func:`check_positive`: a finite real number ``> 0`` (a temperature, a step size).
+* :func:`check_int`: an integer (not ``bool``) in ``[minimum, maximum]``.
+* :func:`check_choice`: a string among the allowed choices.
+* :func:`check_float_dtype`: a floating-point ``torch.dtype`` (None: the default dtype).
+* :func:`compute_dtype`: the dtype solvers compute in (half precision -> float32).
+* :func:`describe`: the short description of a received value used in every message.
+
+These read values on the host (``bool(tensor)``), so they belong at the public
+boundary of a function, not inside a hot loop.
 """
 
 from __future__ import annotations
@@ -20,9 +41,11 @@ __all__ = [
     "as_tensor",
     "check_choice",
     "check_finite",
+    "check_float_dtype",
     "check_int",
     "check_nonnegative",
     "check_positive",
+    "check_real",
     "compute_dtype",
     "describe",
 ]
@@ -149,7 +172,17 @@ def check_finite(tensor: Tensor, name: str) -> None:
 
 
 def _is_real_number(value: Any) -> bool:
+    """True for a real number that is not a bool (``numbers.Real``: also NumPy scalars)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_real(value: Any, name: str) -> float:
+    """Validate a finite real Python number (``int`` or ``float``, not ``bool``) as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number; received {describe(value)}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; received {value!r}")
+    return float(value)
 
 
 def check_nonnegative(value: Any, name: str) -> float:
@@ -190,3 +223,12 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; received {value!r}")
     return value
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """Validate a floating-point ``torch.dtype``; None means ``torch.get_default_dtype()``."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype; received {describe(dtype)}")
+    return dtype

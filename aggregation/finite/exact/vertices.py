@@ -55,6 +55,7 @@ from torch import Tensor
 from ...tolerance import default_tol
 
 __all__ = [
+    "CHUNK_ELEMS",
     "MAX_LABELS",
     "SideCandidates",
     "basis_strategies",
@@ -73,8 +74,9 @@ MAX_LABELS = 62
 #: ``|S|`` below this (normalised units) marks a singular indifference system.
 _SINGULAR = 1e-12
 
-#: Upper bound on the elements of one per-level working tensor.
-_CHUNK_ELEMS = 1 << 18
+#: Upper bound on the elements of one per-level working tensor (a test lowers it
+#: to exercise the chunked path).
+CHUNK_ELEMS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def side_candidates(
     tables = _on(tables, device)
     kmax = min(r, c)
     biggest = max(comb(r, k) * comb(c, k) * max(k, r - k) for k in range(1, kmax + 1))
-    chunk = max(1, _CHUNK_ELEMS // biggest)
+    chunk = max(1, CHUNK_ELEMS // biggest)
     parts: list[tuple[Tensor, ...]] = []
     dense: list[list[Tensor]] = [[] for _ in range(kmax)]
     degenerate = torch.zeros(N, dtype=torch.bool, device=device)

@@ -1,4 +1,6 @@
-"""Batch-last multilinear payoff operators for the N-player solvers (private).
+"""Batch-last multilinear payoff operators of the N-player solvers.
+
+Internal to :mod:`aggregation.finite` (shared by ``exact/`` and ``learning/``).
 
 The solvers for small games spend their time in tiny contractions (``3 x 3``
 blocks) over a large batch. Laid out batch-last (``(..., B)``, contiguous in

@@ -33,6 +33,10 @@ even then are reported through the ``ok`` flag, with a zero solution.
 
 Every function here is built from differentiable out-of-place torch ops, so it
 can be used inside autograd (and double backward).
+
+Public (documented, stable names): the solvers of :mod:`aggregation.scale`,
+:mod:`aggregation.finite.differentiable` and :mod:`aggregation.implicit_diff`
+use it, and a test that wants many chunks sets :data:`CHUNK` (monkeypatch).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""Nearest-neighbour upsampling of a scale back to the input length, causal when asked.
+"""The scale geometry of the MAHA layer, in one place: lengths, blocks and the block rule.
 
-Block ``j`` of scale ``l`` covers the input positions ``[j f, (j+1) f)`` with
-``f = r^l``, so it *ends* at ``(j+1) f - 1``.
+Scale ``l`` of an input of ``n`` rows has ``n_l = ceil(n_{l-1} / r)`` rows
+(:func:`scale_lengths`); its block ``j`` covers the input positions
+``[j f, (j+1) f)`` with ``f = r^l``, so it *ends* at ``(j+1) f - 1``.
+
+The block rule (which block of scale ``l`` the output at position ``t`` reads):
 
 - Non-causal: position ``t`` receives block ``floor(t / f)`` (the block holding it).
 - Causal: position ``t`` receives the last block that ends at or before ``t``,
@@ -13,14 +16,38 @@ Block ``j`` of scale ``l`` covers the input positions ``[j f, (j+1) f)`` with
 
 There is no drift for lengths that are not multiples of ``f``: indices are
 computed from the block geometry, not by interpolating ``n_l`` rows onto ``n``.
+
+The rule has two forms here, one per consumer: per position
+(:func:`upsample_index`, :func:`upsample_presence`, :func:`upsample`: the
+reference path, the presence masks and the streamed chunks) and per range of
+positions (:func:`block_span`: the runs of ``f`` equal rows that the chunked
+fusion kernels of :mod:`maha.fusion_ops` fill and fold). The proof of exact
+causality built on it is ``proofs/08_causality.md``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["first_block", "upsample_index", "upsample_presence", "upsample"]
+__all__ = [
+    "block_span",
+    "first_block",
+    "scale_lengths",
+    "upsample",
+    "upsample_index",
+    "upsample_presence",
+]
+
+
+def scale_lengths(length: int, num_scales: int, ratio: int) -> list[int]:
+    """``[n_0, ..., n_{L-1}]`` with ``n_0 = length`` and ``n_l = ceil(n_{l-1} / ratio)``."""
+    lengths = [int(length)]
+    for _ in range(num_scales - 1):
+        lengths.append(math.ceil(lengths[-1] / ratio))
+    return lengths
 
 
 def first_block(start: int, factor: int, *, causal: bool) -> int:
@@ -137,3 +164,20 @@ def upsample(
     index = torch.where(present, index.unsqueeze(0), n_l)  # (B, n)
     rows = torch.arange(batch, device=out.device).unsqueeze(1)  # (B, 1)
     return padded[rows, index], present
+
+
+def block_span(lo: int, hi: int, factor: int, causal: bool) -> tuple[int, int, int, int]:
+    """Scale blocks serving the positions ``[lo, hi)``: ``(first, j0, full, rest)``.
+
+    Block ``j`` of a scale with ``f = factor`` rows per block serves the positions
+    ``[s + j f, s + (j + 1) f)`` with ``s = f - 1`` in causal mode (a block is used
+    once it is complete; the scale is absent before ``s``) and ``s = 0`` otherwise:
+    the rule of :func:`upsample_index`. Within ``[lo, hi)`` the
+    positions before ``first`` are absent, blocks ``j0 .. j0 + full - 1`` each fill
+    ``f`` rows from ``first`` on, and block ``j0 + full`` the last ``rest < f`` rows.
+    ``lo`` must be ``0`` or a block boundary.
+    """
+    s = factor - 1 if causal else 0
+    first = min(max(lo, s), hi)
+    full, rest = divmod(hi - first, factor)
+    return first, (first - s) // factor, full, rest

@@ -1,0 +1,234 @@
+"""liapunov: Lyapunov-function minimisation (Gambit's liap), batched and certified by regret."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+
+from aggregation import NormalFormGame, default_tol, liapunov, matching_pennies, prisoners_dilemma
+from aggregation.testing import assert_nash, normal_form_games
+
+
+def _random_games(seed: int, batch: int, counts: tuple[int, ...]) -> NormalFormGame:
+    rng = np.random.default_rng(seed)
+    P = rng.normal(size=(batch, len(counts), *counts))
+    return NormalFormGame(torch.from_numpy(P), num_players=len(counts))
+
+
+def _jordan() -> NormalFormGame:
+    """Jordan's three-player matching pennies: 1 matches 2, 2 matches 3, 3 mismatches 1.
+
+    Its unique equilibrium is (1/2, 1/2) for every player (no pure one; each
+    player's indifference involves one other player only).
+    """
+    P = torch.zeros(3, 2, 2, 2, dtype=torch.float64)
+    for a in range(2):
+        for b in range(2):
+            for c in range(2):
+                P[0, a, b, c] = float(a == b)
+                P[1, a, b, c] = float(b == c)
+                P[2, a, b, c] = float(c != a)
+    return NormalFormGame(P, num_players=3)
+
+
+def _check(game: NormalFormGame, out) -> None:
+    """converged <=> the returned profile's regret, recomputed, is <= tol."""
+    regret = game.regret(list(out.strategies)).amax(-1)
+    assert torch.equal(out.converged, regret <= out.tol)
+    torch.testing.assert_close(out.regret.amax(-1), regret, rtol=0, atol=1e-15)
+    for s in out.strategies:
+        assert bool((s >= 0).all())
+        torch.testing.assert_close(s.sum(-1), torch.ones_like(s[..., 0]))
+
+
+def _assert_solved_are_nash(game: NormalFormGame, out) -> None:
+    """Every certified game is a Nash equilibrium; hypothesis draws degenerate games too,
+    where the multi-start search may honestly give up (the seeded batches below require
+    every game to be solved)."""
+    solved = out.converged.nonzero().flatten()
+    assert solved.numel() >= 1
+    assert_nash(game[solved], out[solved], tol=default_tol(torch.float64))
+
+
+@settings(max_examples=5, deadline=None)
+@given(normal_form_games(num_players=3, num_actions=3, batch_shape=(4,)))
+def test_random_three_player_games_are_solved(game):
+    out = liapunov(game)
+    _check(game, out)  # the certificate is honest on every game, solved or not
+    _assert_solved_are_nash(game, out)
+
+
+@settings(max_examples=5, deadline=None)
+@given(normal_form_games(num_players=4, num_actions=2, batch_shape=(4,)))
+def test_random_four_player_games_are_solved(game):
+    out = liapunov(game)
+    _check(game, out)  # the certificate is honest on every game, solved or not
+    _assert_solved_are_nash(game, out)
+
+
+def _stages(out) -> tuple:
+    pure, face, wide = out.info["pure"], out.info["face"], out.info["support"]
+    return pure, face, wide, out.converged & ~pure & ~face & ~wide
+
+
+def test_seeded_batch_every_stage_certifies():
+    game = _random_games(3, 300, (3, 3, 3))
+    out = liapunov(game, tol=1e-9)
+    _check(game, out)
+    assert bool(out.converged.all())
+    pure, face, wide, _ = _stages(out)
+    # each stage certified some games: vertices, closed-form faces, wider supports
+    assert bool(pure.any()) and bool(face.any()) and bool(wide.any())
+    assert bool((out.iterations == 0).all())  # no descent needed on this seed
+    # 3x3x4 games: the wider supports are skipped (7 * 7 * 15 > 512), the descent works
+    game = _random_games(4, 200, (3, 3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = liapunov(game, tol=1e-9)
+    _check(game, out)
+    pure, face, wide, descent = _stages(out)
+    assert out.converged.double().mean() >= 0.97
+    assert not bool(wide.any()) and bool(descent.any())
+    assert bool((out.iterations[descent] > 0).all())
+
+
+def test_batched_equals_loop():
+    game = _random_games(5, 40, (3, 3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = liapunov(game)
+        picks = [0, 1, 2] + out.iterations.nonzero().squeeze(-1)[:3].tolist()  # some descents
+        for b in picks:
+            one = liapunov(game[b])
+            assert bool(one.converged) == bool(out.converged[b])
+            assert int(one.iterations) == int(out.iterations[b])
+            for s, t in zip(one.strategies, out.strategies):
+                torch.testing.assert_close(s, t[b], rtol=0, atol=1e-12)
+    assert any(int(out.iterations[b]) > 0 for b in picks)
+
+
+def test_known_games():
+    out = liapunov(_jordan())
+    assert bool(out.converged) and bool(out.info["face"])  # the linear candidates
+    for s in out.strategies:
+        torch.testing.assert_close(s, torch.full((2,), 0.5, dtype=torch.float64))
+    out = liapunov(matching_pennies(dtype=torch.float64))
+    assert bool(out.converged)
+    torch.testing.assert_close(out.strategies[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    out = liapunov(prisoners_dilemma(dtype=torch.float64))
+    assert bool(out.converged) and bool(out.info["pure"])
+    assert out.strategies[0].tolist() == [0.0, 1.0] and out.strategies[1].tolist() == [0.0, 1.0]
+
+
+def _cyclic() -> NormalFormGame:
+    """A cyclic three-player game of weighted rock-paper-scissors: 1 plays against 2,
+    2 against 3, and 3 loses what 1 would win against it (so no pure best-response
+    cycle closes). Its unique equilibrium (by Gambit's enumpoly) is completely mixed,
+    ``(0.2, 0.55, 0.25)`` for every player: beyond the vertices and the small faces."""
+    R = torch.tensor([[0.0, -1, 2], [1, 0, -1], [-3, 1, 0]], dtype=torch.float64)
+    P = torch.stack(
+        [
+            R[:, :, None].expand(3, 3, 3),  # u_1(a, b, c) = R[a, b]
+            R[None, :, :].expand(3, 3, 3),  # u_2 = R[b, c]
+            -R.T[:, None, :].expand(3, 3, 3),  # u_3 = -R[c, a]
+        ]
+    )
+    return NormalFormGame(P, num_players=3)
+
+
+def test_descent_finds_a_completely_mixed_equilibrium():
+    out = liapunov(_cyclic())  # Newton on the full support, from its centroid
+    assert bool(out.converged) and bool(out.info["support"])
+    expected = torch.tensor([0.2, 0.55, 0.25], dtype=torch.float64)
+    for s in out.strategies:
+        torch.testing.assert_close(s, expected)
+    # a fourth, strictly dominated action for every player: 4x4x4, no wide supports
+    # (15^3 > 512), the same unique equilibrium; only the descent can find it
+    idx = torch.tensor([0, 1, 2, 0])  # action 3 acts on the others like action 0 ...
+    P = _cyclic().payoffs[:, idx][:, :, idx][:, :, :, idx].clone()
+    for i in range(3):
+        P[i].select(i, 3).fill_(-10.0)  # ... and pays its player -10: strictly dominated
+    padded = NormalFormGame(P, num_players=3)
+    out = liapunov(padded)
+    assert bool(out.converged) and int(out.iterations) > 0
+    assert not bool(out.info["pure"] | out.info["face"] | out.info["support"])
+    for s in out.strategies:
+        torch.testing.assert_close(s, torch.nn.functional.pad(expected, (0, 1)))
+    with pytest.warns(RuntimeWarning, match="liapunov"):
+        assert not bool(liapunov(padded, max_iter=0).converged)
+
+
+def test_float32_and_empty_batch():
+    game = _random_games(1, 20, (3, 3, 3))
+    game32 = NormalFormGame(game.payoffs.float(), num_players=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = liapunov(game32)
+    assert out.strategies[0].dtype == torch.float32 and out.tol == default_tol(torch.float32)
+    assert out.converged.double().mean() >= 0.9
+    _check(game32, out)
+    empty = liapunov(game[:0])
+    assert empty.converged.shape == (0,) and empty.strategies[0].shape == (0, 3)
+
+
+def test_not_converged_is_flagged_per_game():
+    game = _random_games(4, 200, (3, 3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = liapunov(game)
+    hard = _stages(full)[3]  # certified by the descent
+    assert bool(hard.any())
+    with pytest.warns(RuntimeWarning, match="liapunov"):
+        out = liapunov(game, max_iter=0)
+    _check(game, out)
+    assert not bool(out.converged[hard].any())
+    assert bool((out.max_regret[hard] > out.tol).all())
+    assert torch.equal(out.converged, full.converged & ~hard)
+
+
+def test_agrees_with_gambit():
+    gbt = pytest.importorskip("pygambit")
+    rng = np.random.default_rng(11)
+    P = rng.normal(size=(12, 3, 2, 2, 2))
+    game = NormalFormGame(torch.from_numpy(P), num_players=3)
+    out = liapunov(game)
+    assert bool(out.converged.all())
+    for b in range(P.shape[0]):
+        g = gbt.Game.from_arrays(*P[b])
+        theirs = [
+            [np.array([float(eq[s]) for s in pl.strategies]) for pl in g.players]
+            for eq in gbt.nash.enumpoly_solve(g).equilibria
+        ]
+        mine = [s[b].numpy() for s in out.strategies]
+        gap = min(max(np.abs(m - e).max() for m, e in zip(mine, eq)) for eq in theirs)
+        assert gap <= 1e-6  # ours is one of Gambit's equilibria
+        profile = g.mixed_strategy_profile(rational=False)
+        for player, sigma in zip(g.players, mine):
+            for strategy, p in zip(player.strategies, sigma):
+                profile[strategy] = float(p)
+        assert float(profile.max_regret()) <= 1e-9  # and Gambit's regret agrees
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"starts": 0}, "starts"),
+        ({"max_iter": -1}, "max_iter"),
+        ({"polish_every": 0}, "polish_every"),
+        ({"seed": -1}, "seed"),
+        ({"tol": 1e-30}, "tol"),
+        ({"starts": 1.5}, "starts"),
+    ],
+)
+def test_bad_input(kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        liapunov(_jordan(), **kwargs)
+
+
+def test_bad_game():
+    with pytest.raises(TypeError, match="game"):
+        liapunov(torch.zeros(3, 2, 2, 2))
