@@ -84,9 +84,10 @@ MU_FLOOR = 1e-3
 # Eager calls that solve at most this many nash games and need no graph (a decoding
 # step: B * H games for one new position) use aggregation's small-batch solver: every
 # support in one batched solve, about a hundred tensor ops instead of the pivoting
-# solver's several hundred (measured on 2 loaded cores, one thread, 4 games of L = 4:
-# 1.0 vs 1.4 ms; 64 games: 1.4 vs 2.2 ms). It returns the same equilibria and
-# certificates (tests/aggregation/test_small_batch.py); larger batches pivot.
+# solver's several hundred (measured on 2 loaded cores, 4 games of L = 4: 0.9 vs 1.4 ms;
+# 64 games: 1.3 vs 1.5 ms). It returns the same equilibria and certificates
+# (tests/aggregation/test_small_batch.py, tests/maha/test_fusion_small_batch.py);
+# larger batches pivot.
 SMALL_BATCH_GAMES = 1024
 
 
