@@ -22,6 +22,12 @@ key/value cache are filled with random keys and values of the right shape, appen
 directly to every layer's cache. A decode step's cost depends on the number of cached
 rows only, not on their values; the table marks those rows ("synthetic").
 
+``--compile`` adds, for every ``maha-*`` variant, a row ``"<variant> (compiled)"``: the
+same model with ``model.init_cache(B, compile=True, compile_backend=--compile-backend)``,
+whose per-token fusion runs through ``torch.compile`` (:func:`maha.streaming.fuse_step`).
+Its compilation happens in the untimed warm-up, on the first decoding step; the JSON
+reports that step's time as ``compile_seconds`` and the per-token latency excludes it.
+
 Batch 16 stops at ``--batch-max-context`` (default 16384): the 64k key/value cache of 16
 rows alone is 8 GiB, more than a shared 24 GiB machine should give one benchmark.
 
@@ -53,6 +59,7 @@ import maha  # noqa: E402
 from maha.streaming import KVCache, ModelCache  # noqa: E402
 
 DEFAULT_VARIANTS = ("maha-nash", "local", "full")
+COMPILED = " (compiled)"  # the suffix of a variant decoded with compile=True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratio", type=int, default=2)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add a '(compiled)' row for every maha-* variant (torch.compile'd decoding fusion)",
+    )
+    p.add_argument("--compile-backend", default="inductor", help="the backend of --compile")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     args = p.parse_args(argv)
@@ -95,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.new_tokens, args.warmup, args.chunk, args.full_prefill_max = 6, 1, 100, 64
         args.d_model, args.n_layer, args.n_head, args.num_scales = 32, 2, 2, 3
         args.window, args.threads = 8, 1
+    if args.compile:
+        args.variants += [v + COMPILED for v in args.variants if v.startswith("maha-")]
     return args
 
 
@@ -110,7 +125,7 @@ def build(variant: str, args: argparse.Namespace) -> torch.nn.Module:
         ratio=args.ratio,
         window=args.window,
     )
-    return maha.build_model(variant, config).eval()
+    return maha.build_model(variant.removesuffix(COMPILED), config).eval()
 
 
 def allocated_bytes(cache: Any) -> int:
@@ -167,14 +182,21 @@ class _Stream:
         self.variant, self.batch = variant, batch
         self.model = build(variant, args)
         self.gen = torch.Generator().manual_seed(batch)
+        compiled = variant.endswith(COMPILED)
+        options = {"compile": compiled, "compile_backend": args.compile_backend}
         # Warm-up on a throwaway cache (one-time allocations, thread pools, the solver's
-        # setup), so that one-time costs do not land on the first context's figures.
-        warm = self.model.init_cache(batch)
+        # setup, the compilation), so that one-time costs do not land on the first
+        # context's figures. The compiled variant compiles on its first decoding step.
+        warm = self.model.init_cache(batch, **options)
         prompt = torch.randint(0, 256, (batch, min(256, min(args.contexts))), generator=self.gen)
         self.model(prompt, cache=warm)
+        first: list[float] = []
         for _ in range(8):
+            start = time.perf_counter()
             self.model(torch.zeros(batch, 1, dtype=torch.long), cache=warm)
-        self.cache = self.model.init_cache(batch)
+            first.append(time.perf_counter() - start)
+        self.compile_seconds = first[0] if compiled else None  # the step that compiled
+        self.cache = self.model.init_cache(batch, **options)
         self.token = torch.zeros(batch, 1, dtype=torch.long)  # (B, 1)
 
     def fill(self, context: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -233,6 +255,7 @@ def measure(batch: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "context": context,
                 "latency_ms": 1e3 * statistics.median(times[s.variant]),
                 "latency_ms_per_step": [1e3 * t for t in times[s.variant]],
+                "compile_seconds": s.compile_seconds,
                 **filled[s.variant],
             }
             rows.append(row)
@@ -263,6 +286,13 @@ def targets(rows: list[dict], maha_variant: str = "maha-nash") -> dict[str, str]
         return "met" if ok else "NOT met"
 
     ours, full = _row(rows, maha_variant, 1, 16384), _row(rows, "full", 1, 16384)
+    compiled = _row(rows, maha_variant + COMPILED, 1, 16384)
+    if compiled and full:
+        ratio = compiled["latency_ms"] / full["latency_ms"]
+        out[f"{maha_variant}{COMPILED} per-token latency at 16k <= 1/3 of full's (KV cache)"] = (
+            f"{verdict(ratio <= 1 / 3)} ({ratio:.2f}x full's; compiled in "
+            f"{compiled['compile_seconds']:.1f} s, not counted)"
+        )
     if ours and full:
         ratio = ours["latency_ms"] / full["latency_ms"]
         out[f"{maha_variant} per-token latency at 16k <= 1/3 of full's (KV cache)"] = (
@@ -319,6 +349,21 @@ def markdown(report: dict) -> str:
             f"{r['latency_ms']:.2f} | {vs_t} | {r['cache_bytes'] / 2**20:.2f} | {vs_m} | "
             f"{fill} |"
         )
+    compiled = [r for r in rows if r.get("compile_seconds") is not None]
+    if compiled:
+        times = ", ".join(
+            sorted(
+                {
+                    f"{r['variant']} batch {r['batch']}: {r['compile_seconds']:.1f} s"
+                    for r in compiled
+                }
+            )
+        )
+        lines += [
+            "",
+            f"Compiled rows: backend {s['compile_backend']}; compilation (the first decoding "
+            f"step of the untimed warm-up, not in ms/token): {times}.",
+        ]
     lines += ["", "Targets (batch 1):", ""]
     lines += [f"- {k}: {v}" for k, v in report["targets"].items()] or ["- none at these contexts"]
     lines += [

@@ -183,12 +183,16 @@ class ResidualBlock(nn.Module):
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> BlockCache:
         """An empty streaming state for ``forward(x_chunk, cache=cache)`` (causal blocks).
 
         Args:
             batch_size: B.
             dtype, device: of the chunks (default: the block's parameters').
+            compile, compile_backend: compile the attention's decoding steps
+                (:meth:`maha.MAHAAttention.init_cache`).
 
         Returns:
             A :class:`maha.BlockCache`: the convolution's last ``(k - 1) delta``
@@ -199,7 +203,13 @@ class ResidualBlock(nn.Module):
         param = self.ffn.fc.weight
         dtype = param.dtype if dtype is None else dtype
         device = param.device if device is None else device
-        attention = self.attn.init_cache(batch_size, dtype=dtype, device=device)
+        attention = self.attn.init_cache(
+            batch_size,
+            dtype=dtype,
+            device=device,
+            compile=compile,
+            compile_backend=compile_backend,
+        )
         return BlockCache(
             self,
             batch_size,

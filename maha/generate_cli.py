@@ -10,6 +10,8 @@ split over several bytes appears once complete; invalid sequences become U+FFFD)
 written to stdout, flushed after every token; a newline ends the output. Tokens come from
 ``model.iter_generate`` (the streaming cache unless ``--no-cache``): token ``t`` is drawn
 from ``softmax(logits_t / temperature)`` restricted to the ``top_k`` most likely bytes.
+``--compile`` runs each token's fusion through ``torch.compile`` (``model.iter_generate(...,
+compile=True)``): the first new token waits for the compilation, the later ones are faster.
 
 Context: with the cache the prompt may hold at most the model's ``block_size`` bytes (else
 the command exits with status 2 before any output); once prompt and new tokens pass
@@ -56,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute the whole context for every token instead of the streaming cache",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the MAHA layers' per-token fusion with torch.compile (the first new "
+        "token waits for the compilation, 20-45 s with inductor on a CPU; later ones are faster)",
+    )
+    p.add_argument(
+        "--compile-backend", default="inductor", help="the torch.compile backend of --compile"
+    )
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:K")
     return p
 
@@ -96,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_new_tokens < 0:
         parser.error(f"--max-new-tokens must be >= 0; received {args.max_new_tokens}")
+    if args.compile and args.no_cache:
+        parser.error("--compile compiles the cached decoding step; it cannot go with --no-cache")
     if not args.prompt:
         parser.error("--prompt must be non-empty (the model continues a text); received ''")
     try:
@@ -122,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_k=args.top_k,
             generator=generator,
             use_cache=not args.no_cache,
+            compile=args.compile,
+            compile_backend=args.compile_backend,
         )
         first = list(itertools.islice(tokens, 1))
     except (ValueError, TypeError) as err:

@@ -343,6 +343,8 @@ class MAHAAttention(nn.Module):
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> MAHACache:
         """An empty streaming state for ``forward(x_chunk, cache=cache)`` (causal layers only).
 
@@ -350,6 +352,14 @@ class MAHAAttention(nn.Module):
             batch_size: B, the rows of every chunk.
             dtype: the chunks' dtype (default: the layer's parameters').
             device: the chunks' device (default: the layer's parameters').
+            compile: run the fusion of every one-token chunk after the first (a
+                decoding step) through ``torch.compile`` with static shapes
+                (:func:`maha.streaming.fuse_step`; nash and convex strategies, ``L >= 2``).
+                The first decoding step pays the compilation (20-45 s with
+                ``"inductor"`` on a CPU at d=256, L=4), later steps and later caches
+                of this layer reuse it; outputs equal the eager cache's to rounding.
+            compile_backend: the ``torch.compile`` backend (``"inductor"``;
+                ``"aot_eager"`` compiles in seconds, without code generation).
 
         Returns:
             A :class:`maha.MAHACache`; see :mod:`maha.streaming` for what it holds
@@ -366,6 +376,8 @@ class MAHAAttention(nn.Module):
             batch_size,
             param.dtype if dtype is None else dtype,
             param.device if device is None else device,
+            compile=compile,
+            compile_backend=compile_backend,
         )
 
     def forward(

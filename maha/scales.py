@@ -179,5 +179,8 @@ def block_span(lo: int, hi: int, factor: int, causal: bool) -> tuple[int, int, i
     """
     s = factor - 1 if causal else 0
     first = min(max(lo, s), hi)
-    full, rest = divmod(hi - first, factor)
+    # // and - rather than divmod: dynamo traces them on symbolic sizes
+    # (divmod it cannot, once a recompile has made the length dynamic)
+    full = (hi - first) // factor
+    rest = hi - first - full * factor
     return first, (first - s) // factor, full, rest

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from aggregation.validation import check_int, describe
 
 from .layer import check_attention_inputs
-from .streaming import KVCache
+from .streaming import KVCache, check_compile
 
 __all__ = ["StandardAttention"]
 
@@ -72,12 +72,17 @@ class StandardAttention(nn.Module):
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> KVCache:
         """An empty key/value cache for ``forward(x_chunk, cache=cache)`` (causal layers only).
 
         Args:
             batch_size: B.
             dtype, device: of the chunks (default: the layer's parameters').
+            compile, compile_backend: accepted for the interface of
+                :meth:`maha.MAHAAttention.init_cache` and checked; a decoding step
+                here is one attention call, nothing is compiled.
 
         Returns:
             A :class:`maha.KVCache` (the keys and values of every token seen).
@@ -86,6 +91,7 @@ class StandardAttention(nn.Module):
             raise ValueError(
                 "init_cache needs a causal layer (built with causal=True); this layer is non-causal"
             )
+        check_compile(compile, compile_backend)
         param = self.qkv.weight
         return KVCache(
             self,

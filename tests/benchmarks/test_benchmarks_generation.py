@@ -9,10 +9,15 @@ pytest.importorskip("matplotlib")
 
 
 def test_generation_benchmark_quick(tmp_path):
-    done = run_benchmark("generation", "--quick", "--out-dir", str(tmp_path))
+    done = run_benchmark(
+        "generation", "--quick", "--compile", "--compile-backend", "aot_eager",
+        "--out-dir", str(tmp_path),
+    )  # fmt: skip
     report = json.loads((tmp_path / "generation.json").read_text())
     s = report["settings"]
     assert s["quick"] and report["environment"]["threads"] == 1
+    # --compile adds a compiled row for the maha-* variant, after the others
+    assert s["variants"] == ["maha-nash", "local", "full", "maha-nash (compiled)"]
     assert "load_average" in report["environment"] and report["environment"]["cpu"]
     rows = report["rows"]
     # batch 1 at every context, the larger batch only up to --batch-max-context
@@ -32,6 +37,11 @@ def test_generation_benchmark_quick(tmp_path):
         if r["variant"] == "full":  # keys and values of every token, plus the conv history
             kv = 2 * layers * r["batch"] * r["context"] * d * 4
             assert kv <= r["cache_bytes"] <= kv + layers * r["batch"] * 8 * d * 4
+        # only the compiled row reports a compilation time (excluded from its latency)
+        compiled = r["variant"] == "maha-nash (compiled)"
+        assert (r["compile_seconds"] is not None) == compiled
+        if compiled:
+            assert r["compile_seconds"] > 0
     by_key = {(r["variant"], r["batch"], r["context"]): r["cache_bytes"] for r in rows}
     small, large = min(s["contexts"]), max(s["contexts"])
     # the synthetic fill beyond --full-prefill-max was used, and MAHA's cache is smaller
@@ -44,5 +54,8 @@ def test_generation_benchmark_quick(tmp_path):
     assert by_key["local", 1, large] == by_key["local", 1, small]  # a window: constant
     table = (tmp_path / "generation.md").read_text()
     assert "| batch | context | variant |" in table and "(synthetic)" in table
+    assert "Compiled rows: backend aot_eager" in table
+    # the compiled cache holds what the eager one holds
+    assert by_key["maha-nash (compiled)", 1, large] == by_key["maha-nash", 1, large]
     assert (tmp_path / "generation.png").stat().st_size > 1000
     assert "ms/token" in done.stderr

@@ -125,6 +125,15 @@ def test_generate_with_and_without_the_cache_agree_when_greedy(capsys, run_dir):
     assert len(cached.encode("utf-8", errors="replace")) >= len("def ") + 1
 
 
+def test_generate_compiled_agrees_with_eager_when_greedy(capsys, run_dir):
+    """``--compile`` (aot_eager here: inductor is too slow to compile in a test) samples the
+    same greedy text as the eager cache."""
+    args = ("--max-new-tokens", "12", "--top-k", "1")
+    eager = _generated(capsys, run_dir, *args)
+    compiled = _generated(capsys, run_dir, *args, "--compile", "--compile-backend", "aot_eager")
+    assert compiled == eager
+
+
 def test_generate_zero_new_tokens_echoes_the_prompt(capsys, run_dir):
     assert _generated(capsys, run_dir, "--max-new-tokens", "0") == "def \n"
 
@@ -136,6 +145,8 @@ def test_generate_zero_new_tokens_echoes_the_prompt(capsys, run_dir):
         (["--prompt", ""], "--prompt must be non-empty"),
         (["--top-k", "0"], "top_k"),
         (["--temperature", "0"], "temperature"),
+        (["--compile", "--no-cache"], "--no-cache"),
+        (["--compile", "--compile-backend", "no-such-backend"], "compile_backend"),
     ],
 )
 def test_generate_bad_input_exits_before_any_output(capsys, run_dir, extra, message):

@@ -318,14 +318,14 @@ def test_autocast_bfloat16_on_cpu(strategy):
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
 
 
-def test_torch_compile_captures_the_layer_in_one_graph():
-    """torch.compile traces the "mean" layer without graph breaks (dynamo only;
-    the game strategies compile too, with graph breaks at the solvers'
-    data-dependent validation and pivoting)."""
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_compile_captures_the_layer_in_one_graph(dynamic):
+    """torch.compile traces the "mean" layer without graph breaks (dynamo only), with
+    static lengths and with symbolic ones (what a recompile for a new length gives)."""
     torch.manual_seed(0)
     layer = maha.MAHAAttention(16, 2, 3, 2, 4, "mean", causal=True)
-    x = torch.randn(2, 19, 16)
-    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True, dynamic=dynamic)
+    x = torch.randn(2, 37 if dynamic else 19, 16)
     torch.testing.assert_close(compiled(x), layer(x))
 
 
