@@ -116,7 +116,7 @@ def test_zero_interaction_is_softmax_exactly():
     assert (r.iterations == 0).all()
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+@settings(max_examples=5, deadline=None, derandomize=True)
 @given(
     params=scale_game_params(st.integers(2, 5), batch_shape=(2,), symmetric=True),
     tau=st.sampled_from([0.2, 1.0]),
