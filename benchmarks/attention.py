@@ -12,9 +12,11 @@ For every length (default 512 ... 16384; d=256, 4 heads, 4 scales, r=2, window 6
 * peak memory of one forward + backward (CPU: the peak resident set of a fresh
   subprocess, after one warm-up pass on 16 tokens, over its resident set just before,
   the kernel's peak mark being reset there;
-  CUDA: ``max_memory_allocated``). On CPU it is measured twice: with glibc's default
-  allocator ("RSS", which keeps freed heap memory resident, so many mid-sized temporaries
-  raise the peak beyond what is ever alive at once), and with
+  CUDA: ``max_memory_allocated`` over ``memory_allocated`` before, after a warm-up pass at
+  the measured length, so that FlexAttention's compilation is not counted). On CPU it is
+  measured twice: with glibc's default allocator ("RSS", which keeps freed heap memory
+  resident, so many mid-sized temporaries raise the peak beyond what is ever alive at
+  once), and with
   ``MALLOC_MMAP_THRESHOLD_=65536`` set in the subprocess ("live": every allocation of
   64 KiB or more is its own mapping, returned on free, so the resident set follows the
   live tensors, the CPU analogue of ``max_memory_allocated``);
@@ -22,10 +24,16 @@ For every length (default 512 ... 16384; d=256, 4 heads, 4 scales, r=2, window 6
   matrices, the equilibrium solve and its implicit backward), timed on the captured input
   of the fusion module.
 
+On CUDA (``--device cuda``) every timing synchronises the device, the peer is SDPA's fused
+kernel (FlashAttention where it applies) and MAHA's windowed scales run through
+FlexAttention (``maha/flex.py``; ``--local-path blocked`` times the blocked path instead);
+without CUDA the script stops with a one-line message.
+
 Writes ``attention.json``, ``attention.md`` and ``attention.png`` to ``benchmarks/results/``.
 
-    python benchmarks/attention.py             # several minutes on a 2-core CPU
-    python benchmarks/attention.py --quick     # seconds: a smoke test (tiny sizes)
+    python benchmarks/attention.py                 # several minutes on a 2-core CPU
+    python benchmarks/attention.py --quick         # seconds: a smoke test (tiny sizes)
+    python benchmarks/attention.py --device cuda   # on a GPU
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from pathlib import Path
 import torch
 
 import maha
+from maha.flex import flex_enabled, use_flex
 from maha.flops import count_flops, layer_flops, standard_attention_flops
 from maha.fusion_ops import ScaleRows
 
@@ -69,14 +78,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--local-path",
+        default="auto",
+        choices=["auto", "flex", "blocked"],
+        help="windowed scales: auto = FlexAttention on CUDA, blocked elsewhere (maha/flex.py)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"attention.py: --device {args.device} needs CUDA, which this machine does not have "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False)"
+        )
+    if args.local_path == "flex" and not args.device.startswith("cuda"):
+        raise SystemExit(
+            "attention.py: --local-path flex needs --device cuda (FlexAttention has no "
+            f"backward on {args.device} in torch {torch.__version__})"
+        )
     if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
         args.lengths, args.d_model, args.heads, args.window = [64, 256], 32, 2, 16
         args.reps, args.threads = 1, 1
     return args
+
+
+def local_path(args: argparse.Namespace):
+    """The context forcing ``--local-path`` (``use_flex``); a no-op for ``auto``."""
+    return use_flex({"auto": None, "flex": True, "blocked": False}[args.local_path])
+
+
+def local_path_name(args: argparse.Namespace) -> str:
+    """Which path the windowed scales take: ``"flex"`` (FlexAttention) or ``"blocked"``."""
+    with local_path(args):
+        head_dim = args.d_model // args.heads
+        return "flex" if flex_enabled(args.device, head_dim=head_dim) else "blocked"
 
 
 def build(args: argparse.Namespace, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -222,9 +259,13 @@ def _peak_child(args: argparse.Namespace, n: int, which: str, queue) -> None:
     ours, peer = build(args)
     module = ours if which == "maha" else peer
     # One small warm-up pass first, so that one-time library state (thread pools, BLAS and
-    # LAPACK workspaces, the solver's worker threads) is not counted as the layer's memory.
-    warm = torch.randn(args.batch, 16, args.d_model, device=args.device, requires_grad=True)
-    with warnings.catch_warnings():
+    # LAPACK workspaces, the solver's worker threads) is not counted as the layer's memory;
+    # on CUDA at the measured length, so that FlexAttention compiles before the measurement.
+    cuda = args.device.startswith("cuda")
+    warm = torch.randn(
+        args.batch, n if cuda else 16, args.d_model, device=args.device, requires_grad=True
+    )
+    with warnings.catch_warnings(), local_path(args):
         warnings.simplefilter("ignore", RuntimeWarning)
         module(warm).sum().backward()
     module.zero_grad(set_to_none=True)
@@ -236,7 +277,7 @@ def _peak_child(args: argparse.Namespace, n: int, which: str, queue) -> None:
     else:
         base = _rss_bytes()
         _reset_peak_rss()  # else the peak of the imports would count
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), local_path(args):
         warnings.simplefilter("ignore", RuntimeWarning)
         module(x).sum().backward()
     if args.device.startswith("cuda"):
@@ -289,8 +330,9 @@ def markdown(report: dict) -> str:
         "",
         f"d={cfg['d_model']}, heads={cfg['heads']}, scales={cfg['scales']}, r={cfg['ratio']}, "
         f"window={cfg['window']}, strategy={cfg['strategy']}, causal, batch={cfg['batch']}, "
-        f"device={cfg['device']}, threads={cfg['threads']}. Generated {report['generated']} on "
-        f"{report['machine']}.",
+        f"device={cfg['device']}{' (' + cfg['gpu'] + ')' if cfg.get('gpu') else ''}, "
+        f"local windows: {cfg['local_path']}, threads={cfg['threads']}. "
+        f"Generated {report['generated']} on {report['machine']}.",
         "",
         "| length | core FLOPs saved | layer FLOPs saved | fwd MAHA / SDPA (ms) | fwd speed-up "
         "| fwd+bwd MAHA / SDPA (ms) | fwd+bwd speed-up | peak MiB MAHA / SDPA (RSS) "
@@ -428,7 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for n in args.lengths:
         row: dict[str, object] = {"length": n, "flops": flops(args, n)}
-        row.update(timings(args, n))
+        with local_path(args):
+            row.update(timings(args, n))
         if not args.no_memory and (not args.quick or n == args.lengths[-1]):
             row.update(peak_memory(args, n))
         row["forward_speedup"] = row["sdpa_forward_ms"] / row["maha_forward_ms"]
@@ -463,6 +506,8 @@ def main(argv: list[str] | None = None) -> dict:
         "strategy": args.strategy,
         "batch": args.batch,
         "device": args.device,
+        "local_path": local_path_name(args),
+        "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None,
         "threads": torch.get_num_threads(),
         "reps": args.reps,
         "quick": args.quick,

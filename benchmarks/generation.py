@@ -24,9 +24,11 @@ rows only, not on their values; the table marks those rows ("synthetic").
 
 ``--compile`` adds, for every ``maha-*`` variant, a row ``"<variant> (compiled)"``: the
 same model with ``model.init_cache(B, compile=True, compile_backend=--compile-backend)``,
-whose per-token fusion runs through ``torch.compile`` (:func:`maha.streaming.fuse_step`).
-Its compilation happens in the untimed warm-up, on the first decoding step; the JSON
-reports that step's time as ``compile_seconds`` and the per-token latency excludes it.
+whose one-token steps run through ``torch.compile`` (:mod:`maha.decoding`: a block's
+whole step, one graph per phase of the block rule, shared by the blocks). Its
+compilation happens in the untimed warm-up (``3 r^(L-1)`` decoding steps, every phase
+met twice); the JSON reports the warm-up's time as ``compile_seconds`` and the
+per-token latency excludes it.
 
 Batch 16 stops at ``--batch-max-context`` (default 16384): the 64k key/value cache of 16
 rows alone is 8 GiB, more than a shared 24 GiB machine should give one benchmark.
@@ -186,16 +188,18 @@ class _Stream:
         options = {"compile": compiled, "compile_backend": args.compile_backend}
         # Warm-up on a throwaway cache (one-time allocations, thread pools, the solver's
         # setup, the compilation), so that one-time costs do not land on the first
-        # context's figures. The compiled variant compiles on its first decoding step.
+        # context's figures. The compiled variant compiles one graph per phase of the
+        # block rule (maha.decoding) in its first decoding steps: 3 r^(L-1) steps meet
+        # every phase twice (a global scale's length turns dynamic on the second).
         warm = self.model.init_cache(batch, **options)
         prompt = torch.randint(0, 256, (batch, min(256, min(args.contexts))), generator=self.gen)
         self.model(prompt, cache=warm)
-        first: list[float] = []
-        for _ in range(8):
-            start = time.perf_counter()
+        config = self.model.config
+        start = time.perf_counter()
+        for _ in range(max(8, 3 * config.ratio ** (config.num_scales - 1))):
             self.model(torch.zeros(batch, 1, dtype=torch.long), cache=warm)
-            first.append(time.perf_counter() - start)
-        self.compile_seconds = first[0] if compiled else None  # the step that compiled
+        # the warm-up steps, compilation included
+        self.compile_seconds = time.perf_counter() - start if compiled else None
         self.cache = self.model.init_cache(batch, **options)
         self.token = torch.zeros(batch, 1, dtype=torch.long)  # (B, 1)
 

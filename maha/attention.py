@@ -22,6 +22,11 @@ hand-written backward (:class:`_BlockedAttention`): cost ``4 n w' d_h`` per head
 with ``w' = 2w`` or ``3w`` instead of ``4 n^2 d_h``. A query with no allowed key
 (only possible with padding) gets a zero output and ``has_key = False``. The
 coarsest scale (and any scale the window covers) uses PyTorch's SDPA.
+
+Devices: that blocked path runs on the CPU (and any device but CUDA); on CUDA
+the windowed scales run through FlexAttention with a block mask of the same
+window (:mod:`maha.flex`, one fused compiled kernel), and the global scales
+through SDPA's fused kernels. :func:`maha.flex.use_flex` forces either path.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import validate_layer_args
+from .flex import flex_enabled, flex_local_attention
 
 __all__ = ["MultiscaleAttention", "cached_attention", "local_attention", "global_attention"]
 
@@ -152,47 +158,69 @@ class _BlockedAttention(torch.autograd.Function):
 
         P = softmax(Q_i K_S^T / sqrt(d_h) + bias_i),   O_i = P V_S .
 
-    Backward (the softmax Jacobian written out, as in FlashAttention):
+    Backward (the softmax Jacobian written out, as in FlashAttention), with ``P``
+    recomputed from ``Q``, ``K`` and the mask rather than saved:
 
         dV_S = P^T dO,  dP = dO V_S^T,  dS = P * (dP - rowsum(dO * O)),
         dQ = dS K_S / sqrt(d_h),    dK_S = dS^T Q / sqrt(d_h),
 
-    with ``dK_S``, ``dV_S`` folded back onto the blocks they were copied from. Only
-    ``q, k, v``, ``P`` (``w S`` entries per block and head) and ``O`` are saved; the
-    neighbour blocks, scores and score gradients are built per chunk of query blocks
-    (cache-sized, so no large temporary is allocated) and dropped. Masked entries
-    have ``P = 0`` exactly, so no gradient reaches a masked key (exact causality of
-    the gradients).
+    with ``dK_S``, ``dV_S`` folded back onto the blocks they were copied from.
+    Saved: ``q, k, v``, ``O`` (the caller keeps it anyway) and the mask, one bool
+    per entry of ``bias`` (which holds only ``0`` and ``-inf``; no head axis); not
+    ``P`` (``w S`` floats per block and head). Every query row has all its ``S``
+    keys in one chunk, so the recomputation is the forward's softmax of the same
+    scores, by the same operations: ``P`` is the forward's bit for bit and no
+    row statistic (FlashAttention's log-sum-exp, needed there because a row's
+    keys span several tiles) has to be kept. It costs one product ``Q K_S^T`` and
+    one softmax per chunk. The neighbour blocks, scores, probabilities and score
+    gradients are built per chunk of query blocks (cache-sized, so no large
+    temporary is allocated) and dropped. Masked entries have ``P = 0`` exactly,
+    so no gradient reaches a masked key (exact causality of the gradients).
     """
 
     @staticmethod
+    def _probs(q_s: Tensor, k_s: Tensor, masked: Tensor) -> Tensor:
+        """``P`` of one chunk, ``(B, H, c, w, S)``, float32 at least.
+
+        Args:
+            q_s: ``(B, H, c, w, d_h)``, the chunk's queries times ``1 / sqrt(d_h)``.
+            k_s: ``(B, H, c, S, d_h)``, their neighbour keys.
+            masked: broadcastable to ``(B, H, c, w, S)``, True where the bias is
+                ``-inf`` (adding a ``0 / -inf`` bias is setting ``-inf`` there).
+        """
+        scores = torch.matmul(q_s, k_s.transpose(-1, -2))  # (B, H, c, w, S)
+        if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32
+            scores = scores.float()
+        # the chunk's bias (no head axis: H times smaller than the scores), added: a
+        # broadcast add is several times faster than a broadcast masked_fill_
+        bias = torch.zeros(masked.shape, dtype=scores.dtype, device=scores.device)
+        scores = scores.add_(bias.masked_fill_(masked, -math.inf))
+        return torch.softmax(scores, dim=-1)
+
+    @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, offsets: tuple[int, ...]):
-        # q, k, v: (B, H, nb, w, d_h); bias: broadcastable to (B, H, nb, w, S)
+        # q, k, v: (B, H, nb, w, d_h); bias: 0 / -inf, broadcastable to (B, H, nb, w, S)
         batch, heads, nb, w, dh = q.shape
         span = len(offsets) * w
         scale = dh**-0.5
         rows = max(1, _CHUNK_ELEMENTS // (batch * heads * w * span))
         with _no_autocast(q.device):
-            probs = q.new_empty(batch, heads, nb, w, span)  # (B, H, nb, w, S)
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
+            masked = torch.isneginf(bias)  # bias's shape, bool
             for start in range(0, nb, rows):
                 stop = min(nb, start + rows)
                 k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
                 v_s = _neighbours(v, offsets, start, stop)
-                scores = torch.matmul(q[:, :, start:stop] * scale, k_s.transpose(-1, -2))
-                if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32
-                    scores = scores.float()
-                scores = scores.add_(bias[..., start:stop, :, :])  # (B, H, c, w, S)
-                p = probs[:, :, start:stop]
-                p.copy_(torch.softmax(scores, dim=-1))
-                out[:, :, start:stop] = torch.matmul(p, v_s)
-        ctx.save_for_backward(q, k, v, probs, out)
+                q_s = q[:, :, start:stop] * scale  # (B, H, c, w, d_h)
+                p = _BlockedAttention._probs(q_s, k_s, masked[..., start:stop, :, :])
+                out[:, :, start:stop] = torch.matmul(p.to(v.dtype), v_s)
+        ctx.save_for_backward(q, k, v, masked, out)
         ctx.offsets, ctx.rows = offsets, rows
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, probs, out = ctx.saved_tensors
+        q, k, v, masked, out = ctx.saved_tensors
         offsets, rows = ctx.offsets, ctx.rows
         nb, dh = q.shape[-3], q.shape[-1]
         scale = dh**-0.5
@@ -205,7 +233,10 @@ class _BlockedAttention(torch.autograd.Function):
                 stop = min(nb, start + rows)
                 k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
                 v_s = _neighbours(v, offsets, start, stop)
-                p, d_out = probs[:, :, start:stop], grad_out[:, :, start:stop]
+                q_s = q[:, :, start:stop] * scale  # (B, H, c, w, d_h), as in forward
+                d_out = grad_out[:, :, start:stop].contiguous()  # read by two products
+                p = _BlockedAttention._probs(q_s, k_s, masked[..., start:stop, :, :])
+                p = p.to(q.dtype)  # (B, H, c, w, S): the forward's P, recomputed
                 # dV_S = P^T dO
                 _fold_neighbours(
                     torch.matmul(p.transpose(-1, -2), d_out), offsets, start, stop, grad_v
@@ -214,8 +245,8 @@ class _BlockedAttention(torch.autograd.Function):
                 row = (d_out * out[:, :, start:stop]).sum(-1, keepdim=True)  # (B, H, c, w, 1)
                 grad_s = grad_p.sub_(row).mul_(p)  # d / d(scaled scores)
                 grad_q[:, :, start:stop] = torch.matmul(grad_s, k_s).mul_(scale)
-                grad_ks = torch.matmul(grad_s.transpose(-1, -2), q[:, :, start:stop])
-                _fold_neighbours(grad_ks.mul_(scale), offsets, start, stop, grad_k)
+                grad_ks = torch.matmul(grad_s.transpose(-1, -2), q_s)  # dS^T Q / sqrt(d_h)
+                _fold_neighbours(grad_ks, offsets, start, stop, grad_k)
         return grad_q, grad_k, grad_v, None, None
 
 
@@ -246,7 +277,12 @@ def local_attention(
     Returns:
         ``(out, has_key)``: ``(B, H, n, d_h)`` and ``(B, n)`` bool, or None
         without ``valid`` (every query has a key: itself).
+
+    On CUDA (or under :func:`maha.flex.use_flex`) the same attention runs through
+    FlexAttention instead, :func:`maha.flex.flex_local_attention`.
     """
+    if flex_enabled(q.device, dtype=q.dtype, head_dim=q.shape[-1]):
+        return flex_local_attention(q, k, v, window, causal=causal, valid=valid)
     batch, heads, n, dh = q.shape
     w = window
     nb = -(-n // w)
@@ -329,6 +365,10 @@ class MultiscaleAttention(nn.Module):
     every scale, the paper's formulation. The query/key projections act on the
     downsampled sequences, whose lengths sum to less than ``n r / (r - 1)``, so
     the projection cost is ``4 d^2 sum_l n_l`` FLOPs (+ ``2 n d^2`` for V).
+
+    Devices: windowed scales use FlexAttention on CUDA (:mod:`maha.flex`) and
+    the blocked path of :func:`local_attention` elsewhere; global scales use SDPA
+    everywhere (its fused kernels on CUDA).
 
     Args:
         d_model: d, divisible by ``num_heads``.

@@ -56,6 +56,38 @@ def downsample_valid(valid: Tensor, num_scales: int, ratio: int) -> list[Tensor]
 _CHUNK_ELEMENTS = 1 << 18  # rows x channels per chunk of the weight-gradient reductions
 
 
+def _depthwise(blocks: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``out[b, j] = bias + sum_k w_k * blocks[b, j, k]`` (per channel): ``r`` in-place
+    multiply-adds into the ``(B, m, d)`` output, no temporary of the blocks' size."""
+    batch, m, r, d = blocks.shape
+    out = blocks.new_empty(batch, m, d)  # (B, m, d)
+    if bias is None:
+        torch.mul(blocks[:, :, 0], weight[0], out=out)
+    else:
+        torch.addcmul(bias, blocks[:, :, 0], weight[0], out=out)
+    for k in range(1, r):
+        out.addcmul_(blocks[:, :, k], weight[k])
+    return out
+
+
+def _depthwise_weight_grad(grad: Tensor, blocks: Tensor) -> Tensor:
+    """``dw_k = sum_{b,j} grad[b, j] * blocks[b, j, k]``, ``(r, d)``, over cache-sized chunks."""
+    batch, m, r, d = blocks.shape
+    grad_weight = blocks.new_zeros(r, d)  # (r, d)
+    step = max(1, _CHUNK_ELEMENTS // max(batch * d, 1))
+    for j in range(0, m, step):
+        g = grad[:, j : j + step]  # (B, c, d)
+        grad_weight += (g.unsqueeze(2) * blocks[:, j : j + step]).sum((0, 1))
+    return grad_weight
+
+
+def _blocks(x: Tensor, ratio: int) -> Tensor:
+    """``(B, n, d)`` -> its zero-padded blocks of ``ratio`` rows, ``(B, ceil(n / r), r, d)``."""
+    xp = _pad_tail(x, ratio, 1)  # (B, r m, d)
+    batch, rows, d = xp.shape
+    return xp.view(batch, rows // ratio, ratio, d)
+
+
 class _DepthwiseBlocks(torch.autograd.Function):
     """``out[b, j] = bias + sum_k w_k * blocks[b, j, k]`` (per channel), in place.
 
@@ -68,34 +100,83 @@ class _DepthwiseBlocks(torch.autograd.Function):
     @staticmethod
     def forward(ctx, blocks: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         # blocks: (B, m, r, d); weight: (r, d); bias: (d,) or None
-        batch, m, r, d = blocks.shape
-        out = blocks.new_empty(batch, m, d)  # (B, m, d)
-        if bias is None:
-            torch.mul(blocks[:, :, 0], weight[0], out=out)
-        else:
-            torch.addcmul(bias, blocks[:, :, 0], weight[0], out=out)
-        for k in range(1, r):
-            out.addcmul_(blocks[:, :, k], weight[k])
         ctx.save_for_backward(blocks, weight)
         ctx.has_bias = bias is not None
-        return out
+        return _depthwise(blocks, weight, bias)  # (B, m, d)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         blocks, weight = ctx.saved_tensors
-        batch, m, r, d = blocks.shape
         grad_blocks = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_blocks = grad.unsqueeze(2) * weight  # (B, m, r, d)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)  # (r, d)
-            step = max(1, _CHUNK_ELEMENTS // max(batch * d, 1))
-            for j in range(0, m, step):
-                g = grad[:, j : j + step]  # (B, c, d)
-                grad_weight += (g.unsqueeze(2) * blocks[:, j : j + step]).sum((0, 1))
+            grad_weight = _depthwise_weight_grad(grad, blocks)  # (r, d)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 1))
         return grad_blocks, grad_weight, grad_bias
+
+
+class _DepthwiseChain(torch.autograd.Function):
+    """Every level of the ``"conv"`` decomposition at once, saving only its input.
+
+    ``X_{l+1} = m_{l+1} * D(blocks(X_l); w_l, b_l)`` for ``l = 0..L-2``
+    (:func:`_depthwise` on the zero-padded blocks, ``m`` the optional block
+    validity masks). Forward returns ``X_1..X_{L-1}`` and saves ``X_0``, the
+    weights and the masks; backward recomputes ``X_1..X_{L-2}`` from ``X_0`` (the
+    same operations, so the same values: ``2 r d`` FLOPs per row, cheap next to
+    keeping them) and runs the chain's adjoint from the coarsest level down,
+    adding each level's own incoming gradient on the way:
+    ``dX_l = dX_l^{ext} + crop(w_l * (m_{l+1} dX_{l+1}))``,
+    ``dw_l = sum m_{l+1} dX_{l+1} * blocks(X_l)``, ``db_l = sum m_{l+1} dX_{l+1}``.
+    The intermediate scales are thus not kept alive by the decomposition until
+    the end of the backward pass (their other consumers, the projections and
+    attention, free them as soon as their own backward has run).
+    """
+
+    @staticmethod
+    def _levels(x0: Tensor, ratio: int, weight: Tensor, bias, masks, count: int) -> list[Tensor]:
+        outs, cur = [], x0
+        for index in range(count):
+            b = None if bias is None else bias[index]
+            cur = _depthwise(_blocks(cur, ratio), weight[index], b)  # (B, n_l, d)
+            if masks:
+                cur = cur * masks[index]  # blocks without a valid token: zero
+            outs.append(cur)
+        return outs
+
+    @staticmethod
+    def forward(ctx, ratio: int, x0: Tensor, weight: Tensor, bias: Tensor | None, *masks: Tensor):
+        # x0: (B, n, d); weight: (L-1, r, d); bias: (L-1, d) or None;
+        # masks: none, or L-1 tensors (B, n_l, 1) of 0 / 1 in x0's dtype
+        outs = _DepthwiseChain._levels(x0, ratio, weight, bias, masks, weight.shape[0])
+        ctx.save_for_backward(x0, weight, bias, *masks)
+        ctx.ratio = ratio
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        x0, weight, bias, *masks = ctx.saved_tensors
+        ratio, levels = ctx.ratio, weight.shape[0]
+        with torch.no_grad():  # X_0 .. X_{L-2}, recomputed
+            inputs = [x0, *_DepthwiseChain._levels(x0, ratio, weight, bias, masks, levels - 1)]
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[2] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[3] else None
+        g, grad_x = grads[-1], None  # dX_{L-1}
+        for index in reversed(range(levels)):
+            if masks:
+                g = g * masks[index]
+            if grad_weight is not None:
+                grad_weight[index] = _depthwise_weight_grad(g, _blocks(inputs[index], ratio))
+            if grad_bias is not None:
+                grad_bias[index] = g.sum((0, 1))
+            n = inputs[index].shape[1]
+            grad_in = (g.unsqueeze(2) * weight[index]).flatten(1, 2)[:, :n]  # (B, n_l, d)
+            if index:
+                g = grads[index - 1] + grad_in  # dX_l: its own consumers' and the chain's
+            else:
+                grad_x = grad_in
+        return (None, grad_x, grad_weight, grad_bias, *([None] * len(masks)))
 
 
 class HierarchicalDecomposition(nn.Module):
@@ -108,7 +189,9 @@ class HierarchicalDecomposition(nn.Module):
       with per-channel weights ``w_k in R^d`` (initialised to ``1 / r``, average
       pooling); ``2 r d`` elementwise FLOPs per output row (computed as ``r``
       in-place multiply-adds, :class:`_DepthwiseBlocks`: PyTorch's grouped
-      ``conv1d`` is far slower on CPU).
+      ``conv1d`` is far slower on CPU). :meth:`forward` runs every level as one
+      autograd function, :class:`_DepthwiseChain`, that saves only ``X_0`` and
+      recomputes the other levels in backward.
     - ``"dense_conv"``: full channel-mixing strided convolution (the paper's
       code), ``D(B_j) = [W_1 .. W_r] vec(B_j) + b`` with ``W_k in R^{d x d}``
       (initialised to ``I / r``); one matrix product, ``2 r d^2`` FLOPs per output row.
@@ -171,17 +254,15 @@ class HierarchicalDecomposition(nn.Module):
         Returns:
             ``(B, ceil(n / r), d)``.
         """
-        r = self.ratio
-        xp = _pad_tail(x, r, 1)  # (B, r m, d)
-        batch, rows, d = xp.shape
-        blocks = xp.view(batch, rows // r, r, d)  # (B, m, r, d)
+        blocks = _blocks(x, self.ratio)  # (B, m, r, d)
+        batch, m, r, d = blocks.shape
         if self.weight is None:  # pooling
             return blocks.mean(2) if self.mode == "avg" else blocks.amax(2)  # (B, m, d)
-        weight = self.weight[index].to(xp.dtype)
-        bias = None if self.bias is None else self.bias[index].to(xp.dtype)
+        weight = self.weight[index].to(x.dtype)
+        bias = None if self.bias is None else self.bias[index].to(x.dtype)
         if self.mode == "conv":
             return _DepthwiseBlocks.apply(blocks, weight, bias)  # (B, m, d)
-        flat = blocks.reshape(batch, rows // r, r * d)  # (B, m, r d)
+        flat = blocks.reshape(batch, m, r * d)  # (B, m, r d)
         out = flat @ weight.t()  # (B, m, d)
         return out if bias is None else out + bias
 
@@ -203,6 +284,11 @@ class HierarchicalDecomposition(nn.Module):
         masks = None if valid is None else downsample_valid(valid, self.num_scales, self.ratio)
         if masks is not None:
             x = x * masks[0].unsqueeze(-1).to(x.dtype)  # (B, n, d)
+        if self.mode == "conv" and self.weight is not None:  # all levels at once, X_0 saved
+            weight = self.weight.to(x.dtype)  # (L-1, r, d)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            level_masks = [] if masks is None else [m.unsqueeze(-1).to(x.dtype) for m in masks[1:]]
+            return [x, *_DepthwiseChain.apply(self.ratio, x, weight, bias, *level_masks)]
         scales = [x]
         for index in range(self.num_scales - 1):
             nxt = self.level(scales[-1], index)  # (B, n_l, d)

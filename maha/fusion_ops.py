@@ -32,6 +32,7 @@ plain composition (upsample, stack, products) and runs ``gradcheck`` in float64.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -87,6 +88,18 @@ class ScaleRows:
         rows = cls(stack.unbind(3), stack.shape[1], 1, False)
         rows.stack = stack
         return rows
+
+    def geometry(self) -> ScaleRows:
+        """These rows' geometry (shape, ratio, chunks) without the outputs themselves.
+
+        What an autograd function keeps on its context: the outputs go through
+        ``save_for_backward``, which frees them once the function's backward has
+        run, whereas a context attribute would hold every scale's output until
+        the whole graph is freed.
+        """
+        bare = copy.copy(self)
+        bare.outs, bare.stack = (), None
+        return bare
 
     def small_stack(self) -> Tensor | None:
         """The stack, when built from one that fits in one chunk (None otherwise).
@@ -186,7 +199,7 @@ class _Gram(torch.autograd.Function):
         for lo, hi in rows.chunks:
             o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
             gram[:, lo:hi] = torch.matmul(o, o.transpose(-1, -2))
-        ctx.rows = rows
+        ctx.rows = rows.geometry()
         ctx.save_for_backward(*outs)
         return gram
 
@@ -248,7 +261,7 @@ class _Mix(torch.autograd.Function):
                 )
             if rest:
                 y[:, end:].addcmul_(w[:, end:, :, l].unsqueeze(-1), outs[l][:, full : full + 1])
-        ctx.rows = rows
+        ctx.rows = rows.geometry()
         ctx.save_for_backward(w, *outs)
         return y
 

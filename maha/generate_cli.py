@@ -10,8 +10,9 @@ split over several bytes appears once complete; invalid sequences become U+FFFD)
 written to stdout, flushed after every token; a newline ends the output. Tokens come from
 ``model.iter_generate`` (the streaming cache unless ``--no-cache``): token ``t`` is drawn
 from ``softmax(logits_t / temperature)`` restricted to the ``top_k`` most likely bytes.
-``--compile`` runs each token's fusion through ``torch.compile`` (``model.iter_generate(...,
-compile=True)``): the first new token waits for the compilation, the later ones are faster.
+``--compile`` runs each new token through compiled graphs (:mod:`maha.decoding`;
+``model.iter_generate(..., compile=True)``): the first new tokens wait for the
+compilation, the later ones are faster.
 
 Context: with the cache the prompt may hold at most the model's ``block_size`` bytes (else
 the command exits with status 2 before any output); once prompt and new tokens pass
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="compile the MAHA layers' per-token fusion with torch.compile (the first new "
-        "token waits for the compilation, 20-45 s with inductor on a CPU; later ones are faster)",
+        help="compile the MAHA model's one-token step with torch.compile (maha.decoding: the "
+        "first new tokens wait for the compilation, minutes with inductor on a CPU the first "
+        "time; later ones are faster)",
     )
     p.add_argument(
         "--compile-backend", default="inductor", help="the torch.compile backend of --compile"

@@ -212,6 +212,14 @@ class MAHAAttention(nn.Module):
     strategies compile with graph breaks at the solver, whose input validation
     and pivoting are data-dependent (they read tensor values on the host).
 
+    Devices: on CUDA the windowed scales' attention runs through FlexAttention
+    (a block mask of the sliding window, ``torch.compile``-d ``flex_attention``;
+    :mod:`maha.flex`), the global scales through SDPA's fused kernels; on the
+    CPU (and other devices) the windowed scales use the blocked kernel of
+    :func:`maha.attention.local_attention`, faster there. The two paths compute
+    the same attention (``tests/maha/test_flex.py``); :func:`maha.flex.use_flex`
+    forces one.
+
     Not a drop-in for ``nn.MultiheadAttention``: self-attention only (one input
     ``x``; the second positional argument is ``attn_mask``, not ``key``),
     ``batch_first`` always, and ``forward`` returns the output alone, not an

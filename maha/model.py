@@ -39,6 +39,7 @@ from aggregation.validation import check_choice, check_int, check_positive, desc
 
 from .block import DilatedConv, FeedForward, MAHABlock, ResidualBlock
 from .config import MAHAConfig, check_config
+from .decoding import token_decoder
 from .padding import check_padding_mask, leading_padding
 from .standard import StandardAttention
 from .streaming import ModelCache, check_compile
@@ -169,13 +170,15 @@ class _LanguageModel(nn.Module):
             dtype: of the hidden states (default, and the only one accepted by
                 :meth:`forward`: the model's parameters').
             device: default: the model's parameters'.
-            compile: compile every MAHA layer's decoding step (its fusion, one token
-                after the first chunk) with ``torch.compile``, static shapes
-                (:meth:`maha.MAHAAttention.init_cache`, :func:`maha.streaming.fuse_step`):
-                the first decoding step pays the compilation (20-45 s with
-                ``"inductor"`` on a CPU at d=256, L=4), later steps and later caches
-                reuse it. Same outputs as the eager cache to rounding. The
-                full-attention model has nothing to compile.
+            compile: compile the model's one-token decoding step as one graph
+                per phase (:class:`maha.decoding.TokenDecoder`: MAHA models whose
+                strategy is in :data:`maha.decoding.STRATEGIES`, ``"local"``
+                included); chunks of several tokens, the first steps of a stream,
+                left-padded rows and other strategies run eagerly. The first steps
+                of each phase pay the compilation (1-3 minutes with ``"inductor"``
+                on a CPU at d=256, L=4, for the 4 phases of ``r = 2``); later steps
+                and later caches of this model reuse it. Same logits as the eager
+                cache to rounding. The full-attention model has nothing to compile.
             compile_backend: the ``torch.compile`` backend (default ``"inductor"``).
 
         Returns:
@@ -183,20 +186,15 @@ class _LanguageModel(nn.Module):
             :mod:`maha.streaming` for the MAHA cache's size; the full-attention
             model keeps a standard key/value cache).
         """
+        decoder = token_decoder(self, compile, compile_backend)
         param = self.wte.weight
         dtype = param.dtype if dtype is None else dtype
         device = param.device if device is None else device
         blocks = [
-            cast(ResidualBlock, block).init_cache(
-                batch_size,
-                dtype=dtype,
-                device=device,
-                compile=compile,
-                compile_backend=compile_backend,
-            )
+            cast(ResidualBlock, block).init_cache(batch_size, dtype=dtype, device=device)
             for block in self.blocks
         ]
-        return ModelCache(self, batch_size, dtype, device, blocks=blocks)
+        return ModelCache(self, batch_size, dtype, device, blocks=blocks, decoder=decoder)
 
     def forward(
         self,
@@ -253,6 +251,10 @@ class _LanguageModel(nn.Module):
         B, T = idx.shape
         cache.check_room(T, self.config.block_size, "idx")
         offsets = cache.check_mask(key_padding_mask, B, T)
+        decoder = cache.decoder
+        if decoder is not None and decoder.applies(cache, idx):
+            with cache.updating(T):
+                return decoder.step(cast("MAHATransformer", self), idx, cache)
         with cache.updating(T):
             if offsets is not None:
                 cache.offsets = torch.tensor(offsets, device=idx.device)  # (B,)
@@ -338,10 +340,10 @@ class _LanguageModel(nn.Module):
             key_padding_mask: optional ``(B, T0)`` bool, True at the left padding
                 of prompts of different lengths; each row then generates as its
                 unpadded prompt would (positions count from its first real token).
-            compile: with the cache, compile the MAHA layers' decoding steps
-                (:meth:`init_cache`; the first new token after the prompt pays the
-                compilation, 20-45 s with ``"inductor"`` on a CPU at d=256, L=4, unless
-                an earlier call compiled it); the same tokens to rounding.
+            compile: with the cache, compile the one-token decoding step
+                (:meth:`init_cache`, :mod:`maha.decoding`; the first new tokens after
+                the prompt pay the compilation unless an earlier call compiled it);
+                the same tokens to rounding.
             compile_backend: the ``torch.compile`` backend (default ``"inductor"``).
 
         Returns:

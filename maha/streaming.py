@@ -55,7 +55,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +68,7 @@ from .padding import left_padding_offsets
 from .scales import upsample
 
 if TYPE_CHECKING:
+    from .decoding import TokenDecoder
     from .layer import MAHAAttention
 
 __all__ = ["BlockCache", "KVCache", "MAHACache", "ModelCache", "StreamCache"]
@@ -400,13 +401,30 @@ def fuse_step(layer: MAHAAttention, compile: bool, backend: str = "inductor") ->
     check_compile(compile, backend)
     if not compile or layer.num_scales == 1 or layer.fusion.strategy not in COMPILED_STRATEGIES:
         return _fuse_one
-    # A decoding step's kernels are tiny (B * H games of L <= 4 players): inductor's
-    # parallel loops cost more than they gain (measured, one d=256 layer, 2 threads on a
-    # loaded 2-core CPU: 22.4 ms per step with them, 7.9 ms without; eager 9.7 ms), so
-    # its generated loops run on one thread (the matrix product keeps torch's threads).
-    options = {"cpp.threads": 1} if backend == "inductor" else None
+    return compile_step(_fuse_one, backend, dynamic=False)
+
+
+def compile_step(fn: Callable, backend: str, *, skip_module_guards: bool = False, **kwargs: Any):
+    """``torch.compile(fn, backend=backend, **kwargs)`` for a decoding step.
+
+    A decoding step's kernels are tiny (B * H games of L <= 4 players, rows of
+    one token): inductor's parallel loops cost more than they gain (measured, one
+    d=256 layer, 2 threads on a loaded 2-core CPU: 22.4 ms per step with them,
+    7.9 ms without; eager 9.7 ms), so with ``"inductor"`` its generated loops run
+    on one thread (the matrix products keep torch's threads).
+    ``skip_module_guards`` drops the guards on torch's built-in modules passed to
+    ``fn`` (``torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe``: checking the
+    metadata of every ``nn.Linear`` and ``nn.LayerNorm`` parameter costs more than a
+    small graph's run; the library's own modules stay guarded); the caller then
+    guarantees that calls which may share a graph pass modules of one structure
+    (:class:`maha.decoding.TokenDecoder` passes a tag per model). An unknown backend
+    is a ValueError naming ``compile_backend``.
+    """
+    options: dict[str, Any] = {"cpp.threads": 1} if backend == "inductor" else {}
+    if skip_module_guards:
+        options["guard_filter_fn"] = torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe
     try:
-        return torch.compile(_fuse_one, backend=backend, dynamic=False, options=options)
+        return torch.compile(fn, backend=backend, options=options or None, **kwargs)
     except Exception as err:  # torch._dynamo.exc.InvalidBackend
         raise ValueError(
             f"compile_backend must be one of torch._dynamo.list_backends(); received {backend!r}"
@@ -567,7 +585,9 @@ class ModelCache(StreamCache):
     ``position`` counts the columns fed (padding included); ``offsets`` ``(B,)``
     holds each row's number of leading pads (from the first chunk's
     ``key_padding_mask``; None without padding), from which the positions of the
-    positional embedding are counted.
+    positional embedding are counted; ``decoder`` the compiled one-token step
+    (:class:`maha.decoding.TokenDecoder`, from ``init_cache(..., compile=True)``)
+    or None.
     """
 
     def __init__(
@@ -578,10 +598,12 @@ class ModelCache(StreamCache):
         device: torch.device | str,
         *,
         blocks: list[BlockCache],
+        decoder: TokenDecoder | None = None,
     ) -> None:
         super().__init__(owner, batch_size, dtype, device)
         self.blocks = blocks
         self.offsets: Tensor | None = None
+        self.decoder = decoder
 
     @property
     def nbytes(self) -> int:

@@ -31,3 +31,22 @@ def test_attention_benchmark_quick(tmp_path):
     assert "| length |" in table and "| 256 |" in table
     assert (tmp_path / "attention.png").stat().st_size > 1000
     assert "fwd+bwd" in done.stdout and "x)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cuda"], "--device cuda needs CUDA"),
+        (["--local-path", "flex"], "--local-path flex needs --device cuda"),
+    ],
+)
+def test_attention_benchmark_without_cuda_is_one_clear_line(tmp_path, args, message):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: --device cuda runs")
+    done = run_benchmark("attention", *args, "--out-dir", str(tmp_path), ok=False)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert message in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written

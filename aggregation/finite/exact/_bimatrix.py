@@ -34,6 +34,7 @@ __all__ = [
     "normalise_centered",
     "normalise_positive",
     "pack_set",
+    "positive_affine",
 ]
 
 #: Two profiles (max-abs difference of the concatenated probability vectors)
@@ -67,10 +68,20 @@ def normalise_positive(M: Tensor) -> Tensor:
     ones). Best responses, supports and equilibria are unchanged; the
     best-response polytopes ``{x >= 0 : M'^T x <= 1}`` are bounded.
     """
-    low = M.amin((-2, -1), keepdim=True)  # (N, 1, 1)
-    span = M.amax((-2, -1), keepdim=True) - low  # (N, 1, 1)
-    span = torch.where(span > 0, span, torch.ones_like(span))
+    low, span = positive_affine(M)  # (N, 1, 1) each
     return 1.0 + (M - low) / span  # (N, m, n)
+
+
+def positive_affine(M: Tensor) -> tuple[Tensor, Tensor]:
+    """``(low, span)`` of :func:`normalise_positive`, ``M' = 1 + (M - low) / span``.
+
+    ``low = min M`` and ``span = max M - min M`` over the last two dimensions,
+    each ``(..., 1, 1)`` (``span = 1`` for a constant matrix). Solvers that write ``M`` into a
+    tableau first apply the map there in place, with the same arithmetic.
+    """
+    low = M.amin((-2, -1), keepdim=True)  # (..., 1, 1)
+    span = M.amax((-2, -1), keepdim=True) - low  # (..., 1, 1)
+    return low, torch.where(span > 0, span, torch.ones_like(span))
 
 
 def normalise_centered(M: Tensor) -> Tensor:
@@ -82,13 +93,14 @@ def normalise_centered(M: Tensor) -> Tensor:
 
 
 def evaluate_profiles(
-    payoffs: Tensor, games: Tensor, x: Tensor, y: Tensor, dtype: torch.dtype
+    payoffs: Tensor, games: Tensor | None, x: Tensor, y: Tensor, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Cast candidate profiles to the output dtype and compute their regret.
 
     Args:
         payoffs: ``(N, 2, m, n)`` float64 payoffs.
-        games: ``(E,)`` int64, the game each candidate belongs to.
+        games: ``(E,)`` int64, the game each candidate belongs to (None: candidate
+            ``e`` belongs to game ``e``, ``E == N``).
         x, y: ``(E, m)``, ``(E, n)`` float64 candidate strategies (nonnegative).
         dtype: the output dtype.
 
@@ -101,7 +113,8 @@ def evaluate_profiles(
     y = y.clamp_min(0)
     x = (x / x.sum(-1, keepdim=True)).to(dtype)  # (E, m)
     y = (y / y.sum(-1, keepdim=True)).to(dtype)  # (E, n)
-    regret = payoff_regret(payoffs[games], (x.to(torch.float64), y.to(torch.float64)), 2)  # (E, 2)
+    own = payoffs if games is None else payoffs[games]  # (E, 2, m, n)
+    regret = payoff_regret(own, (x.to(torch.float64), y.to(torch.float64)), 2)  # (E, 2)
     return x, y, regret
 
 

@@ -26,12 +26,10 @@ from torch import Tensor
 
 from ...tolerance import default_tol
 
-__all__ = ["PIV_TOL", "pivot_", "ratio_test", "swap_basis_"]
+__all__ = ["PIV_TOL", "column", "compact", "pivot_", "ratio_test", "swap_basis_"]
 
 #: Entries of the entering column at or below this are not pivot candidates.
 PIV_TOL = 1e-11
-#: Added to the numerator of non-candidate rows so that their ratio overflows to +inf.
-_HUGE = 1e300
 
 
 def ratio_test(
@@ -67,14 +65,14 @@ def ratio_test(
     tie_tol = default_tol(T.dtype) if tie_tol is None else tie_tol
     R = col.shape[0]
     pos = (col > piv_tol) & active  # (R, N)
-    # ratio = rhs / col on the candidates, overflow to +inf elsewhere (arithmetic
-    # instead of a 2-D torch.where, which is an order of magnitude slower on CPU).
-    rhs = T[:, -1, :].clamp_min(0)  # (R, N) rounding can leave -1e-17
-    ratio = (rhs + (~pos).to(col.dtype) * _HUGE) / col.clamp_min(piv_tol)  # (R, N)
-    best = ratio.amin(0)  # (N,)
-    cand = pos & (ratio <= best + tie_tol * (1 + best))  # (R, N)
-    tie = cand.sum(0) > 1  # (N,)
+    # ratio = rhs / col on the candidates, +inf elsewhere (rounding can leave rhs at -1e-17).
+    ratio = torch.where(pos, T[:, -1, :].clamp_min(0) / col, torch.inf)  # (R, N)
+    best = ratio.amin(0)  # (N,) +inf where no candidate
+    cand = ratio <= best + tie_tol * (1 + best)  # (R, N); all rows where best = +inf
+    ok = best < torch.inf  # (N,) == pos.any(0)
+    tie = (cand.sum(0) > 1) & ok  # (N,)
     if bool(tie.any()):
+        cand = cand & pos
         inf = torch.full_like(col, float("inf"))
         for j in lex_cols:
             key = torch.where(cand, T[:, j, :] / col, inf)  # (R, N)
@@ -83,9 +81,50 @@ def ratio_test(
             if not bool((cand.sum(0) > 1).any()):
                 break
     # The first remaining candidate (argmax along dim 0 is slow on CPU).
-    weight = torch.arange(R, 0, -1, dtype=col.dtype, device=col.device).view(R, 1)
-    row = R - (cand * weight).amax(0).to(torch.int64)  # (N,)
-    return row.clamp_max(R - 1), pos.any(0), tie
+    weight = _first_weights(R, col.device)  # (R, 1)
+    row = R - (cand.to(weight.dtype) * weight).amax(0).to(torch.int64)  # (N,)
+    return row.clamp_max(R - 1), ok, tie
+
+
+def _first_weights(R: int, device: torch.device) -> Tensor:
+    """``(R, 1)`` weights ``R, R - 1, ..., 1``: the heaviest true row of a mask is its first."""
+    dtype = torch.uint8 if R < 256 else torch.int64  # small: vectorised max over bytes
+    return torch.arange(R, 0, -1, dtype=dtype, device=device).view(R, 1)
+
+
+def column(T: Tensor, entering: Tensor) -> Tensor:
+    """``(R, N)`` the column ``entering[g]`` of every tableau: ``T[r, entering[g], g]``.
+
+    One flat ``index_select`` on a contiguous tableau (``gather`` along the
+    middle dimension is several times slower on CPU).
+
+    Args:
+        T: ``(R, C, N)``.
+        entering: ``(N,)`` int64.
+    """
+    R, C, N = T.shape
+    if not T.is_contiguous():
+        return T.gather(1, entering.view(1, 1, N).expand(R, 1, N)).squeeze(1)
+    base = entering * N + torch.arange(N, device=T.device)  # (N,) offset in row 0
+    flat = (torch.arange(R, device=T.device) * (C * N)).view(R, 1) + base  # (R, N)
+    return T.view(-1).index_select(0, flat.view(-1)).view(R, N)
+
+
+def compact(T: Tensor, keep: Tensor) -> Tensor:
+    """``T[:, :, keep]``, a new contiguous ``(R, C, K)`` tableau of the games ``keep``.
+
+    One flat ``index_select`` (about twice as fast on CPU as ``index_select``
+    along the last dimension).
+
+    Args:
+        T: ``(R, C, N)``.
+        keep: ``(K,)`` int64 game indices.
+    """
+    R, C, N = T.shape
+    if not T.is_contiguous():
+        return T.index_select(2, keep)
+    flat = (torch.arange(R * C, device=T.device) * N).view(R * C, 1) + keep  # (R C, K)
+    return T.view(-1).index_select(0, flat.view(-1)).view(R, C, keep.numel())
 
 
 def pivot_(T: Tensor, row: Tensor, col: Tensor, active: Tensor) -> None:
@@ -101,11 +140,17 @@ def pivot_(T: Tensor, row: Tensor, col: Tensor, active: Tensor) -> None:
         active: ``(N,)`` bool.
     """
     R, C, N = T.shape
-    index = row.view(1, 1, N).expand(1, C, N)
-    old = T.gather(0, index).squeeze(0)  # (C, N)
     p = col.gather(0, row.view(1, N)).squeeze(0)  # (N,)
     p = torch.where(active, p, torch.ones_like(p))
-    new = old / p  # (C, N); == old for inactive games
+    if T.is_contiguous():  # flat index_select / index_copy_: several times faster than gather
+        base = row * (C * N) + torch.arange(N, device=T.device)  # (N,) offset of T[row, 0, g]
+        flat = ((torch.arange(C, device=T.device) * N).view(C, 1) + base).view(-1)  # (C N,)
+        new = T.view(-1).index_select(0, flat).view(C, N) / p  # (C, N); == old if inactive
+        T.addcmul_((col * active).unsqueeze(1), new.unsqueeze(0), value=-1.0)  # (R, C, N)
+        T.view(-1).index_copy_(0, flat, new.view(-1))
+        return
+    index = row.view(1, 1, N).expand(1, C, N)
+    new = T.gather(0, index).squeeze(0) / p  # (C, N); == old for inactive games
     T.addcmul_((col * active).unsqueeze(1), new.unsqueeze(0), value=-1.0)  # (R, C, N)
     T.scatter_(0, index, new.unsqueeze(0))
 

@@ -17,9 +17,9 @@ from ._bimatrix import (
     evaluate_profiles,
     finish_set,
     flat_payoffs,
-    normalise_positive,
+    positive_affine,
 )
-from ._tableau import pivot_, ratio_test, swap_basis_
+from ._tableau import column, compact, pivot_, ratio_test, swap_basis_
 
 __all__ = ["lemke_howson", "lemke_howson_enumeration"]
 
@@ -109,10 +109,9 @@ def lemke_howson(
     N = payoffs.shape[0]
     labels = torch.full((N,), label, dtype=torch.int64, device=payoffs.device)
     path = _paths(payoffs, labels, label < m, max_pivots)
-    games = torch.arange(N, device=payoffs.device)
-    x, y, regret = evaluate_profiles(payoffs, games, path["x"], path["y"], game.dtype)
+    x, y, regret = evaluate_profiles(payoffs, None, path["x"], path["y"], game.dtype)
     converged = path["terminated"] & (regret.amax(-1) <= tol)  # (N,)
-    x, y = attach_gradients(game, games, x, y)
+    x, y = attach_gradients(game, torch.arange(N, device=payoffs.device), x, y)
     shape = tuple(game.batch_shape)
     info = {k: path[k].reshape(shape) for k in ("pivots", "terminated", "hit_pivot_limit")}
     info["degenerate"] = path["degenerate"].reshape(shape)
@@ -222,8 +221,7 @@ def _paths(payoffs: Tensor, labels: Tensor, row_labels: bool, max_pivots: int) -
     Column labels ``m + j`` run on the transposed game ``(B^T, A^T)``, where
     they are row label ``j``; the strategies are swapped back.
     """
-    A = normalise_positive(payoffs[:, 0])  # (N, m, n)
-    B = normalise_positive(payoffs[:, 1])  # (N, m, n)
+    A, B = payoffs[:, 0], payoffs[:, 1]  # (N, m, n), normalised by _core
     if row_labels:
         return _core(A, B, labels, max_pivots)
     m = A.shape[1]
@@ -237,7 +235,10 @@ _COMPACT = 0.5
 
 
 def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
-    """Complementary pivoting for row labels ``labels < m`` (positive payoffs).
+    """Complementary pivoting for row labels ``labels < m``.
+
+    ``A`` and ``B`` are mapped into ``[1, 2]`` by ``normalise_positive`` (in
+    place in the tableaux, the same arithmetic).
 
     Tableau ``P`` (``n`` rows) holds ``B^T x + s = 1`` with variables
     ``x_0..x_{m-1}`` (labels ``0..m-1``) and ``s_0..s_{n-1}`` (labels
@@ -250,12 +251,16 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
     device, dtype = A.device, A.dtype
     L = m + n
     TP = torch.empty(n, L + 1, N, dtype=dtype, device=device)  # (n, L + 1, N)
+    low_a, span_a = (t.view(N) for t in positive_affine(A))  # (N,) each
+    low_b, span_b = (t.view(N) for t in positive_affine(B))
     TP[:, :m, :] = B.permute(2, 1, 0)  # TP[j, i, g] = B[g, i, j]
+    TP[:, :m, :].sub_(low_b).div_(span_b).add_(1.0)  # normalise_positive(B), in place
     TP[:, m:L, :].zero_().diagonal(0, 0, 1).fill_(1.0)  # the slack columns: identity
     TP[:, L, :] = 1.0
     TQ = torch.empty(m, L + 1, N, dtype=dtype, device=device)  # (m, L + 1, N)
     TQ[:, :m, :].zero_().diagonal(0, 0, 1).fill_(1.0)
     TQ[:, m:L, :] = A.permute(1, 2, 0)  # TQ[i, m + j, g] = A[g, i, j]
+    TQ[:, m:L, :].sub_(low_a).div_(span_a).add_(1.0)
     TQ[:, L, :] = 1.0
     basis_p = (m + torch.arange(n, device=device)).view(n, 1).repeat(1, N)  # (n, N)
     basis_q = torch.arange(m, device=device).view(m, 1).repeat(1, N)  # (m, N)
@@ -291,8 +296,7 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
     step = 0
     while step < max_pivots:
         T, basis, lex = (TP, basis_p, lex_p) if step % 2 == 0 else (TQ, basis_q, lex_q)
-        R = T.shape[0]
-        col = T.gather(1, entering.view(1, 1, -1).expand(R, 1, -1)).squeeze(1)  # (R, Nw)
+        col = column(T, entering)  # (R, Nw)
         row, ok, tie = ratio_test(T, col, lex, active)
         act = active & ok  # a lost ray (no positive entry) stops the path unterminated
         pivot_(T, row, col, act)
@@ -313,7 +317,7 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
             ids, entering, target = ids[keep], entering[keep], target[keep]
             done, w_piv, w_deg = done[keep], w_piv[keep], w_deg[keep]
             active = torch.ones(keep.numel(), dtype=torch.bool, device=device)
-            TP, TQ = TP.index_select(2, keep), TQ.index_select(2, keep)
+            TP, TQ = compact(TP, keep), compact(TQ, keep)
             basis_p, basis_q = basis_p.index_select(1, keep), basis_q.index_select(1, keep)
     flush(torch.arange(ids.numel(), device=device))
     hit_limit = ~terminated & (pivots >= max_pivots)
