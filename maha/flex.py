@@ -279,6 +279,26 @@ def _window_block_mask(
 ) -> BlockMask:
     if valid is None and not torch.compiler.is_compiling():
         return _cached_block_mask(length, window, causal, block_size, device)
+    return _build_block_mask(length, window, causal, valid, block_size, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_block_mask(
+    length: int, window: int, causal: bool, block_size: int, device: torch.device
+) -> BlockMask:
+    """One block mask per geometry and device (no padding: it depends on nothing else)."""
+    return _build_block_mask(length, window, causal, None, block_size, device)
+
+
+def _build_block_mask(
+    length: int,
+    window: int,
+    causal: bool,
+    valid: Tensor | None,
+    block_size: int,
+    device: torch.device,
+) -> BlockMask:
+    """The block mask of the window from its tile lists (partial and full tiles)."""
     partial, full = _tile_maps(length, window, causal, valid, block_size, device)
     kv_num, kv_idx = _ordered(partial)
     full_num, full_idx = _ordered(full)
@@ -289,25 +309,6 @@ def _window_block_mask(
         full_idx,
         BLOCK_SIZE=block_size,
         mask_mod=window_mask_mod(window, causal=causal, valid=valid),
-        seq_lengths=(length, length),
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_block_mask(
-    length: int, window: int, causal: bool, block_size: int, device: torch.device
-) -> BlockMask:
-    """One block mask per geometry and device (no padding: it depends on nothing else)."""
-    partial, full = _tile_maps(length, window, causal, None, block_size, device)
-    kv_num, kv_idx = _ordered(partial)
-    full_num, full_idx = _ordered(full)
-    return BlockMask.from_kv_blocks(
-        kv_num,
-        kv_idx,
-        full_num,
-        full_idx,
-        BLOCK_SIZE=block_size,
-        mask_mod=window_mask_mod(window, causal=causal),
         seq_lengths=(length, length),
     )
 

@@ -23,12 +23,9 @@ TOL = 1e-10
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo():
+def _fresh(fresh_dynamo):
     """Each test compiles from scratch (decoders are kept per model, graphs per code object)."""
-    torch._dynamo.reset()
-    counters.clear()
     yield
-    torch._dynamo.reset()
 
 
 @pytest.fixture

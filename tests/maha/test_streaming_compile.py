@@ -25,12 +25,9 @@ BACKEND = "aot_eager"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo():
+def _fresh(fresh_dynamo):
     """Each test compiles from scratch (and never meets torch.compile's recompile limit)."""
-    torch._dynamo.reset()
-    counters.clear()
     yield
-    torch._dynamo.reset()
 
 
 def _layer(strategy: str, num_scales: int = 3, ratio: int = 2, window: int | None = 5):
