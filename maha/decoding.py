@@ -51,6 +51,7 @@ compiled == eager decoding, and == the parallel forward, 1e-10 in float64).
 from __future__ import annotations
 
 import itertools
+import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -181,16 +182,13 @@ def _layer_token(
 
 
 def _block_token(
-    block: MAHABlock, h: Tensor, state: dict[str, Any], k: int, tag: str
+    block: MAHABlock, h: Tensor, state: dict[str, Any], k: int
 ) -> tuple[Tensor, dict[str, Any]]:
     """One block's output ``(B, 1, d)`` for the token's hidden state ``h`` and its cache update.
 
     ``state`` holds the block's convolution ``history`` ``(B, span, d)`` and its
     attention's ``keys``, ``values``, ``pending``, ``last`` (:func:`_layer_token`);
     the layout is :class:`maha.block.ResidualBlock`'s forward for one token.
-    ``tag`` names the model: the graphs skip the guards on torch's built-in
-    modules, and the tag (a string, guarded by value) keeps one model's graphs from
-    serving another.
     """
     u = block.ln_1(h)  # (B, 1, d)
     y, history = block.local.step(u, state["history"])  # (B, 1, d), (B, span, d)
@@ -232,8 +230,9 @@ class TokenDecoder:
     thread); the embeddings, the final norm and the head run eagerly around it.
     :meth:`applies` says whether a chunk can take the compiled step; :meth:`step`
     runs it and writes the update into the cache. The graphs do not guard the
-    parameters of torch's built-in modules (that check cost more than the step):
-    change a model's parameter shapes or dtype after its first compiled step and
+    model's modules (a per-call check of every parameter's metadata); each model
+    compiles a code object of its own, so its graphs serve its blocks alone. Change
+    a model's structure, parameter shapes or dtype after its first compiled step and
     its decoder must be rebuilt (``torch._dynamo.reset()``; a new model gets its own).
 
     Args:
@@ -245,8 +244,14 @@ class TokenDecoder:
         config = model.config
         self.ratio, self.num_scales = config.ratio, config.num_scales
         self.backend = backend
-        self._fn = compile_step(_block_token, backend, skip_module_guards=True, fullgraph=True)
-        self._tag = f"maha-decoder-{next(_SERIAL)}"
+        # a code object of its own: torch.compile keeps graphs per code object, so this
+        # model's graphs never serve another model (its modules' guards are skipped)
+        serial = next(_SERIAL)
+        code = _block_token.__code__
+        own = types.FunctionType(
+            code.replace(co_name=f"{code.co_name}_{serial}"), _block_token.__globals__
+        )
+        self._fn = compile_step(own, backend, skip_module_guards=True, fullgraph=True)
         layer = model.blocks[0].attn
         self._windows = [layer.attention.scale_window(l) for l in range(self.num_scales)]
 
@@ -297,10 +302,17 @@ class TokenDecoder:
             )
         h = model.drop(model.wte(idx.long()) + model.wpe.weight[p])  # (B, 1, d)
         updates = []
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        # the limit is read only when a graph would be added; raised for these calls alone
+        # (set and restored directly: torch._dynamo.config.patch costs ~1 ms per call)
+        config = torch._dynamo.config
+        limit = config.recompile_limit
+        config.recompile_limit = max(limit, RECOMPILE_LIMIT)
+        try:
             for block, state in zip(model.blocks, states):
-                h, update = self._fn(block, h, state, k, self._tag)
+                h, update = self._fn(block, h, state, k)
                 updates.append(update)
+        finally:
+            config.recompile_limit = limit
         logits = model.lm_head(model.ln_f(h))  # (B, 1, vocab)
         for block_cache, update in zip(cache.blocks, updates):
             block_cache.history = update["history"]

@@ -412,17 +412,16 @@ def compile_step(fn: Callable, backend: str, *, skip_module_guards: bool = False
     d=256 layer, 2 threads on a loaded 2-core CPU: 22.4 ms per step with them,
     7.9 ms without; eager 9.7 ms), so with ``"inductor"`` its generated loops run
     on one thread (the matrix products keep torch's threads).
-    ``skip_module_guards`` drops the guards on torch's built-in modules passed to
-    ``fn`` (``torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe``: checking the
-    metadata of every ``nn.Linear`` and ``nn.LayerNorm`` parameter costs more than a
-    small graph's run; the library's own modules stay guarded); the caller then
+    ``skip_module_guards`` drops the guards on the modules passed to ``fn``
+    (``torch.compiler.skip_guard_on_all_nn_modules_unsafe``: checking every
+    parameter's metadata is a large part of a small graph's call); the caller then
     guarantees that calls which may share a graph pass modules of one structure
-    (:class:`maha.decoding.TokenDecoder` passes a tag per model). An unknown backend
-    is a ValueError naming ``compile_backend``.
+    (:class:`maha.decoding.TokenDecoder` compiles a code object of its own per
+    model). An unknown backend is a ValueError naming ``compile_backend``.
     """
     options: dict[str, Any] = {"cpp.threads": 1} if backend == "inductor" else {}
     if skip_module_guards:
-        options["guard_filter_fn"] = torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe
+        options["guard_filter_fn"] = torch.compiler.skip_guard_on_all_nn_modules_unsafe
     try:
         return torch.compile(fn, backend=backend, options=options or None, **kwargs)
     except Exception as err:  # torch._dynamo.exc.InvalidBackend

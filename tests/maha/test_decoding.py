@@ -183,7 +183,7 @@ def test_which_models_get_a_decoder():
 
 
 def test_two_models_of_one_shape_keep_their_own_graphs(steps):
-    """The graphs skip the built-in modules' guards; the per-model tag keeps them apart."""
+    """The graphs skip module guards; each model's own code object keeps its graphs apart."""
     idx = torch.randint(0, 32, (1, 30), generator=torch.Generator().manual_seed(5))
     models = [_model(strategy, 2, 2, 4, n_layer=1) for strategy in ("nash", "softmax")]
     with torch.no_grad():
