@@ -404,7 +404,9 @@ def fuse_step(layer: MAHAAttention, compile: bool, backend: str = "inductor") ->
     return compile_step(_fuse_one, backend, dynamic=False)
 
 
-def compile_step(fn: Callable, backend: str, *, skip_module_guards: bool = False, **kwargs: Any):
+def compile_step(
+    fn: Callable, backend: str, *, skip_module_guards: bool = False, **kwargs: Any
+) -> Callable:
     """``torch.compile(fn, backend=backend, **kwargs)`` for a decoding step.
 
     A decoding step's kernels are tiny (B * H games of L <= 4 players, rows of
