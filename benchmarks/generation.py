@@ -24,8 +24,8 @@ rows only, not on their values; the table marks those rows ("synthetic").
 
 ``--compile`` adds, for every ``maha-*`` variant, a row ``"<variant> (compiled)"``: the
 same model with ``model.init_cache(B, compile=True, compile_backend=--compile-backend)``,
-whose one-token steps run through ``torch.compile`` (:mod:`maha.decoding`: a block's
-whole step, one graph per phase of the block rule, shared by the blocks). Its
+whose one-token steps run through ``torch.compile`` (:mod:`maha.decoding`: the whole
+model's step, one graph per phase of the block rule). Its
 compilation happens in the untimed warm-up (``3 r^(L-1)`` decoding steps, every phase
 met twice); the JSON reports the warm-up's time as ``compile_seconds`` and the
 per-token latency excludes it.

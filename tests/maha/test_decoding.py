@@ -115,7 +115,7 @@ def test_compiled_decoding_equals_eager_and_parallel(strategy, num_scales, ratio
         eager = _decode(model, idx, 20, compile=False)
         compiled = _decode(model, idx, 20, compile=True)
     assert steps["n"] >= 18  # every phase took the compiled path
-    # one graph per phase shared by the 2 blocks, one more where a length turns dynamic
+    # one graph of the whole model per phase, one more where a length turns dynamic
     assert counters["stats"]["unique_graphs"] <= 2 * ((ratio - 1) * (num_scales - 1) + 1)
     assert _max_diff(eager, parallel) <= TOL
     assert _max_diff(compiled, parallel) <= TOL
