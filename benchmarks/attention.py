@@ -22,7 +22,13 @@ For every length (default 512 ... 16384; d=256, 4 heads, 4 scales, r=2, window 6
   live tensors, the CPU analogue of ``max_memory_allocated``);
 * the share of the layer's forward + backward time spent in the fusion (utilities, Gram
   matrices, the equilibrium solve and its implicit backward), timed on the captured input
-  of the fusion module.
+  of the fusion module (eager);
+* with ``--compile``, forward + backward of both modules through
+  ``torch.compile(module, fullgraph=True, dynamic=False)`` (``--compile-backend``, default
+  inductor, whose C++ kernels use torch's threads), timed in the same interleaved
+  repetitions; the compilation (the first call: tracing, code generation and one run) is
+  reported apart and not counted. The game fusions then solve by support enumeration
+  (no host reads), the eager layer by pivoting (``maha/fusion.py``).
 
 On CUDA (``--device cuda``) every timing synchronises the device, the peer is SDPA's fused
 kernel (FlashAttention where it applies) and MAHA's windowed scales run through
@@ -33,6 +39,7 @@ Writes ``attention.json``, ``attention.md`` and ``attention.png`` to ``benchmark
 
     python benchmarks/attention.py                 # several minutes on a 2-core CPU
     python benchmarks/attention.py --quick         # seconds: a smoke test (tiny sizes)
+    python benchmarks/attention.py --compile       # also torch.compile'd rows (minutes more)
     python benchmarks/attention.py --device cuda   # on a GPU
 """
 
@@ -87,7 +94,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time fwd+bwd of both modules through torch.compile(fullgraph=True)",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="the torch.compile backend of --compile (aot_eager: the graphs without codegen)",
+    )
     args = p.parse_args(argv)
+    if args.compile and args.compile_backend not in torch.compiler.list_backends(exclude_tags=()):
+        raise SystemExit(
+            f"attention.py: --compile-backend must be one of "
+            f"{', '.join(torch.compiler.list_backends(exclude_tags=()))}; "
+            f"received {args.compile_backend!r}"
+        )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(
             f"attention.py: --device {args.device} needs CUDA, which this machine does not have "
@@ -172,6 +195,7 @@ def _timed(fn, device: str) -> float:
 
 
 def timings(args: argparse.Namespace, n: int) -> dict[str, float]:
+    """Median ms of every job (``*_ms``), and with ``--compile`` the compile seconds (``*_s``)."""
     ours, peer = build(args)
     gen = torch.Generator().manual_seed(n)
     x = torch.randn(args.batch, n, args.d_model, generator=gen).to(args.device)
@@ -216,17 +240,30 @@ def timings(args: argparse.Namespace, n: int) -> dict[str, float]:
         "fusion_forward": fusion_f,
         "fusion_forward_backward": fusion_fb,
     }
-    samples: dict[str, list[float]] = {k: [] for k in jobs}
+    warm_up = 1 if args.quick else 2
+    compile_s: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for _ in range(1 if args.quick else 2):  # warm-up (and capture the fusion's input)
+        for _ in range(warm_up):  # warm-up (and capture the fusion's input)
             for job in jobs.values():
                 job()
-        handle.remove()
+        handle.remove()  # before compiling: the hook is no part of the timed layer
+        if args.compile:
+            torch._dynamo.reset()  # a fresh graph per length (static shapes)
+            for name, module in (("maha", ours), ("sdpa", peer)):
+                compiled = torch.compile(
+                    module, backend=args.compile_backend, fullgraph=True, dynamic=False
+                )
+                job = forward_backward(compiled)
+                compile_s[f"{name}_compile_s"] = _timed(job, args.device)  # the first call
+                for _ in range(warm_up):
+                    job()
+                jobs[f"{name}_compiled_forward_backward"] = job
+        samples: dict[str, list[float]] = {k: [] for k in jobs}
         for _ in range(args.reps):  # interleaved repetitions
             for name, job in jobs.items():
                 samples[name].append(_timed(job, args.device))
-    return {k + "_ms": 1e3 * statistics.median(v) for k, v in samples.items()}
+    return {k + "_ms": 1e3 * statistics.median(v) for k, v in samples.items()} | compile_s
 
 
 # ---------------------------------------------------------------------- memory
@@ -323,8 +360,40 @@ def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- report
+def recommended(report: dict) -> str:
+    """Which MAHA row to use: the faster fwd+bwd (eager or compiled) at the longest length."""
+    last = report["rows"][-1]
+    if "maha_compiled_forward_backward_ms" not in last:
+        return "eager"
+    eager, compiled = last["maha_forward_backward_ms"], last["maha_compiled_forward_backward_ms"]
+    return "compiled" if compiled < eager else "eager"
+
+
+def recommendation_text(report: dict) -> str:
+    """One sentence naming the recommended row and why (the README follows it)."""
+    last = report["rows"][-1]
+    if "maha_compiled_forward_backward_ms" not in last:
+        return (
+            "Recommended: the eager layer (these rows; `--compile` adds torch.compile'd rows "
+            "to compare)."
+        )
+    eager, compiled = last["maha_forward_backward_ms"], last["maha_compiled_forward_backward_ms"]
+    choice = recommended(report)
+    return (
+        f"Recommended: the {choice} layer, the faster MAHA fwd+bwd at length "
+        f"{last['length']} ({min(eager, compiled):.1f} ms {choice} vs "
+        f"{max(eager, compiled):.1f} ms {'eager' if choice == 'compiled' else 'compiled'})."
+    )
+
+
 def markdown(report: dict) -> str:
     cfg = report["config"]
+    compiled = any("maha_compiled_forward_backward_ms" in row for row in report["rows"])
+    extra_head = (
+        " fwd+bwd compiled MAHA / SDPA (ms) | compiled speed-up | MAHA compiled / eager |"
+        if compiled
+        else ""
+    )
     lines = [
         "# MAHA attention vs standard attention (SDPA)",
         "",
@@ -336,8 +405,9 @@ def markdown(report: dict) -> str:
         "",
         "| length | core FLOPs saved | layer FLOPs saved | fwd MAHA / SDPA (ms) | fwd speed-up "
         "| fwd+bwd MAHA / SDPA (ms) | fwd+bwd speed-up | peak MiB MAHA / SDPA (RSS) "
-        "| live MiB MAHA / SDPA | fusion share |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| live MiB MAHA / SDPA | fusion share |" + extra_head,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: | ---: |" if compiled else ""),
     ]
     for row in report["rows"]:
         mem = (
@@ -358,7 +428,30 @@ def markdown(report: dict) -> str:
             f"| {row['maha_forward_backward_ms']:.1f} / {row['sdpa_forward_backward_ms']:.1f} "
             f"| {row['forward_backward_speedup']:.2f}x | {mem} | {live} "
             f"| {100 * row['fusion_share']:.1f}% |"
+            + (
+                f" {row['maha_compiled_forward_backward_ms']:.1f} / "
+                f"{row['sdpa_compiled_forward_backward_ms']:.1f} "
+                f"| {row['compiled_forward_backward_speedup']:.2f}x "
+                f"| {row['maha_compiled_over_eager']:.2f} |"
+                if compiled
+                else ""
+            )
         )
+    lines += ["", recommendation_text(report)]
+    if compiled:
+        times = ", ".join(
+            f"{row['length']}: {row['maha_compile_s']:.1f} s MAHA, {row['sdpa_compile_s']:.1f} s "
+            "SDPA"
+            for row in report["rows"]
+        )
+        lines += [
+            "",
+            f"Compiled rows: `torch.compile(module, backend={cfg['compile']!r}, fullgraph=True, "
+            f"dynamic=False)`, inductor C++ threads {cfg['compile_threads']}; the game fusion "
+            "solves by support enumeration there (pivoting in eager); compiled speed-up is "
+            "against SDPA compiled the same way. Compilation (the first fwd+bwd call, with the "
+            f"on-disk caches as found; not in the timings): {times}.",
+        ]
     lines += ["", "Targets:", ""]
     lines += [f"- {k}: {v}" for k, v in report["targets"].items()]
     lines += [
@@ -370,7 +463,7 @@ def markdown(report: dict) -> str:
         "(freed heap memory stays resident), live with `MALLOC_MMAP_THRESHOLD_=65536` (every "
         "allocation of 64 KiB or more returned to the system on free, so the peak follows "
         "the live tensors). Fusion share: forward + backward time of the fusion module "
-        "(utilities, Gram, equilibrium, implicit backward) over the layer's.",
+        "(utilities, Gram, equilibrium, implicit backward) over the layer's (both eager).",
         "",
     ]
     return "\n".join(lines)
@@ -393,6 +486,12 @@ def targets(rows: list[dict]) -> dict[str, str]:
     if 16384 in by_n:
         s = by_n[16384]["forward_backward_speedup"]
         out["fwd+bwd >= 5x faster at 16384"] = f"{verdict(s >= 5)} ({s:.2f}x)"
+    for n, goal in ((4096, 2), (16384, 5)):
+        if "compiled_forward_backward_speedup" in by_n.get(n, {}):
+            s = by_n[n]["compiled_forward_backward_speedup"]
+            out[f"fwd+bwd >= {goal}x faster at {n}, compiled (vs SDPA compiled)"] = (
+                f"{verdict(s >= goal)} ({s:.2f}x)"
+            )
     mem_rows = [r for r in rows if "maha_peak_mib" in r]
     if mem_rows:
         parts, ok = [], True
@@ -433,6 +532,14 @@ def plot(report: dict, path: Path) -> None:
     ax2.loglog(n, [r["sdpa_forward_backward_ms"] for r in rows], "s-", label="SDPA fwd+bwd")
     ax2.loglog(n, [r["maha_forward_ms"] for r in rows], "o--", label="MAHA fwd")
     ax2.loglog(n, [r["sdpa_forward_ms"] for r in rows], "s--", label="SDPA fwd")
+    if all("maha_compiled_forward_backward_ms" in r for r in rows):
+        for who, style in (("maha", "o:"), ("sdpa", "s:")):
+            ax2.loglog(
+                n,
+                [r[f"{who}_compiled_forward_backward_ms"] for r in rows],
+                style,
+                label=f"{'MAHA' if who == 'maha' else 'SDPA'} fwd+bwd compiled",
+            )
     ax2.set_xlabel("length")
     ax2.set_ylabel("time (ms)")
     ax2.set_xscale("log", base=2)
@@ -463,6 +570,14 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _inductor_threads() -> int:
+    """The threads of inductor's C++ kernels: ``cpp.threads``, or torch's when it is -1."""
+    from torch._inductor import config as inductor_config
+
+    threads = inductor_config.cpp.threads
+    return torch.get_num_threads() if threads < 1 else threads
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -479,6 +594,13 @@ def main(argv: list[str] | None = None) -> dict:
             row["sdpa_forward_backward_ms"] / row["maha_forward_backward_ms"]
         )
         row["fusion_share"] = row["fusion_forward_backward_ms"] / row["maha_forward_backward_ms"]
+        if args.compile:
+            row["compiled_forward_backward_speedup"] = (
+                row["sdpa_compiled_forward_backward_ms"] / row["maha_compiled_forward_backward_ms"]
+            )
+            row["maha_compiled_over_eager"] = (
+                row["maha_compiled_forward_backward_ms"] / row["maha_forward_backward_ms"]
+            )
         rows.append(row)
         f = row["flops"]
         mem = (
@@ -497,6 +619,14 @@ def main(argv: list[str] | None = None) -> dict:
             f"{100 * row['fusion_share']:.1f}%",
             flush=True,
         )
+        if args.compile:
+            print(
+                f"         compiled fwd+bwd {row['maha_compiled_forward_backward_ms']:.1f} vs "
+                f"{row['sdpa_compiled_forward_backward_ms']:.1f} ms "
+                f"({row['compiled_forward_backward_speedup']:.2f}x)  |  compile "
+                f"{row['maha_compile_s']:.1f} s MAHA, {row['sdpa_compile_s']:.1f} s SDPA",
+                flush=True,
+            )
     config = {
         "d_model": args.d_model,
         "heads": args.heads,
@@ -511,6 +641,8 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "reps": args.reps,
         "quick": args.quick,
+        "compile": args.compile_backend if args.compile else None,
+        "compile_threads": _inductor_threads() if args.compile else None,
     }
     report = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -522,8 +654,10 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "targets": targets(rows),
     }
+    report["recommended"] = recommended(report)
     for key, value in report["targets"].items():
         print(f"target: {key}: {value}")
+    print(recommendation_text(report))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "attention.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out_dir / "attention.md").write_text(markdown(report))

@@ -31,6 +31,45 @@ def test_attention_benchmark_quick(tmp_path):
     assert "| length |" in table and "| 256 |" in table
     assert (tmp_path / "attention.png").stat().st_size > 1000
     assert "fwd+bwd" in done.stdout and "x)" in done.stdout
+    # without --compile: eager rows only, and the report names them as the recommended ones
+    assert report["config"]["compile"] is None and report["recommended"] == "eager"
+    assert not any("compiled" in key for row in rows for key in row)
+    assert "Recommended: the eager layer" in table and "compiled speed-up" not in table
+
+
+def test_attention_benchmark_compiled_rows(tmp_path):
+    # dynamo's "eager" backend: the same fullgraph=True capture and timing rows, in seconds
+    done = run_benchmark(
+        "attention",
+        "--quick",
+        "--no-memory",
+        "--compile",
+        "--compile-backend",
+        "eager",
+        "--out-dir",
+        str(tmp_path),
+    )
+    report = json.loads((tmp_path / "attention.json").read_text())
+    assert report["config"]["compile"] == "eager" and report["config"]["compile_threads"] >= 1
+    for row in report["rows"]:
+        for who in ("maha", "sdpa"):
+            assert row[f"{who}_compiled_forward_backward_ms"] > 0
+            # the first call (compilation) is reported apart, not among the timings
+            assert row[f"{who}_compile_s"] > 0
+        speedup = (
+            row["sdpa_compiled_forward_backward_ms"] / row["maha_compiled_forward_backward_ms"]
+        )
+        assert row["compiled_forward_backward_speedup"] == pytest.approx(speedup)
+        assert row["maha_compiled_over_eager"] == pytest.approx(
+            row["maha_compiled_forward_backward_ms"] / row["maha_forward_backward_ms"]
+        )
+    last = report["rows"][-1]
+    faster = last["maha_compiled_forward_backward_ms"] < last["maha_forward_backward_ms"]
+    assert report["recommended"] == ("compiled" if faster else "eager")
+    table = (tmp_path / "attention.md").read_text()
+    assert "compiled speed-up" in table and "fullgraph=True" in table
+    assert f"Recommended: the {report['recommended']} layer" in table
+    assert "compiled fwd+bwd" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -38,11 +77,12 @@ def test_attention_benchmark_quick(tmp_path):
     [
         (["--device", "cuda"], "--device cuda needs CUDA"),
         (["--local-path", "flex"], "--local-path flex needs --device cuda"),
+        (["--compile", "--compile-backend", "no-such"], "--compile-backend must be one of"),
     ],
 )
 def test_attention_benchmark_without_cuda_is_one_clear_line(tmp_path, args, message):
     torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and "--compile" not in args:
         pytest.skip("CUDA is available: --device cuda runs")
     done = run_benchmark("attention", *args, "--out-dir", str(tmp_path), ok=False)
     assert done.returncode != 0
