@@ -72,13 +72,18 @@ DEFAULT_SEEDS = (0, 1, 2)
 LONG_SEEDS = (0, 1)
 #: Row order of the tables.
 TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
-               "maha-logit", "maha-nash-learnmu")  # fmt: skip
+               "maha-logit", "maha-nash-learnmu", "full-rope", "local-rope", "maha-nash-rope",
+               "maha-softmax-rope")  # fmt: skip
 GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
                 "maha-logit", "maha-nash-learnmu")  # fmt: skip
 #: Benchmark variants that are a library variant with config changes (trained explicitly,
 #: ``--variants``; not in the default grids): name -> (library variant, MAHAConfig changes).
 CONFIG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "maha-nash-learnmu": ("maha-nash", {"learn_mu": True}),
+    "full-rope": ("full", {"rotary": True}),
+    "local-rope": ("local", {"rotary": True}),
+    "maha-nash-rope": ("maha-nash", {"rotary": True}),
+    "maha-softmax-rope": ("maha-softmax", {"rotary": True}),
 }
 #: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
 WITHIN_BPB = 0.02
@@ -342,7 +347,7 @@ def _cli_args(config: TrainConfig) -> list[str]:
         ["--gating"] if m.gating else []
     ) + (["--asymmetric"] if m.asymmetric else []) + (
         ["--learn-mu"] if m.learn_mu else []
-    )  # fmt: skip
+    ) + (["--rotary"] if m.rotary else [])  # fmt: skip
 
 
 def train_run(

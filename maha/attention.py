@@ -40,8 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aggregation.validation import describe
+
 from .config import validate_layer_args
 from .flex import flex_enabled, flex_local_attention
+from .rotary import apply_rotary
 
 __all__ = ["MultiscaleAttention", "cached_attention", "local_attention", "global_attention"]
 
@@ -377,6 +380,9 @@ class MultiscaleAttention(nn.Module):
         window: w >= 1 or None.
         global_coarsest: the coarsest scale attends globally.
         bias: biases in the projections.
+        rotary: rotate ``Q_l`` and ``K_l`` by the rows' block indices at scale l
+            (RoPE, :func:`maha.rotary.apply_rotary`), so that scale l's scores depend
+            on relative offsets in its own blocks; needs an even head width.
     """
 
     def __init__(
@@ -388,6 +394,7 @@ class MultiscaleAttention(nn.Module):
         *,
         global_coarsest: bool = True,
         bias: bool = True,
+        rotary: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -401,6 +408,14 @@ class MultiscaleAttention(nn.Module):
         self.window = window
         self.global_coarsest = bool(global_coarsest)
         self.head_dim = d_model // num_heads
+        if not isinstance(rotary, bool):
+            raise TypeError(f"rotary must be a bool; received {describe(rotary)}")
+        if rotary and self.head_dim % 2:
+            raise ValueError(
+                f"rotary=True needs an even head width d_model / num_heads; received "
+                f"d_model={d_model}, num_heads={num_heads}"
+            )
+        self.rotary = rotary
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.qk = nn.ModuleList(
             nn.Linear(d_model, 2 * d_model, bias=bias, **factory) for _ in range(num_scales)
@@ -423,19 +438,30 @@ class MultiscaleAttention(nn.Module):
         batch, n, _ = t.shape
         return t.view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, d_h)
 
-    def project(self, scale: int, x_l: Tensor, v_l: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def project(
+        self, scale: int, x_l: Tensor, v_l: Tensor, start: int | Tensor = 0
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``Q_l = X_l W_Q^l``, ``K_l = X_l W_K^l`` and the values, in head layout.
+
+        With :attr:`rotary`, the row of block index ``j`` has ``Q_l``, ``K_l``
+        rotated by ``j`` (:func:`maha.rotary.apply_rotary`).
 
         Args:
             scale: l.
             x_l: ``(B, n_l, d)`` rows of scale l.
             v_l: ``(B, n_l, d)`` their values (``X W_V`` downsampled like ``X``).
+            start: the block index of the first row (int, or a one-element integer
+                tensor in a compiled decoding step); streaming passes the number of
+                scale-l blocks before the chunk.
 
         Returns:
             ``(q, k, v)``, each ``(B, H, n_l, d_h)``.
         """
         q_l, k_l = self.qk[scale](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
-        return self._heads(q_l), self._heads(k_l), self._heads(v_l)
+        q, k = self._heads(q_l), self._heads(k_l)  # (B, H, n_l, d_h) each
+        if self.rotary:
+            q, k = apply_rotary(q, start), apply_rotary(k, start)
+        return q, k, self._heads(v_l)
 
     def forward(
         self,
@@ -475,4 +501,5 @@ class MultiscaleAttention(nn.Module):
         return (
             f"d_model={self.d_model}, num_heads={self.num_heads}, num_scales={self.num_scales}, "
             f"window={self.window}, global_coarsest={self.global_coarsest}"
+            + (", rotary=True" if self.rotary else "")
         )

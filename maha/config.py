@@ -145,6 +145,10 @@ class MAHAConfig:
         conv_dilation: dilation of that convolution.
         bias: use biases in linear layers.
         causal: causal (language-model) mode of the MAHA blocks.
+        rotary: rotate queries and keys by their positions (RoPE, :mod:`maha.rotary`):
+            at every MAHA scale by the scale's block index, in full attention by the
+            token position; needs an even head width. The learned absolute position
+            table is kept either way (the parameter count does not change).
     """
 
     vocab_size: int = 256
@@ -171,6 +175,7 @@ class MAHAConfig:
     conv_dilation: int = 2
     bias: bool = True
     causal: bool = True
+    rotary: bool = False
 
     def __post_init__(self) -> None:
         check_int(self.vocab_size, "vocab_size", minimum=1)
@@ -193,10 +198,23 @@ class MAHAConfig:
         check_int(self.ffn_mult, "ffn_mult", minimum=1)
         check_int(self.conv_kernel, "conv_kernel", minimum=1)
         check_int(self.conv_dilation, "conv_dilation", minimum=1)
-        for name in ("global_coarsest", "gating", "asymmetric", "learn_mu", "bias", "causal"):
+        for name in (
+            "global_coarsest",
+            "gating",
+            "asymmetric",
+            "learn_mu",
+            "bias",
+            "causal",
+            "rotary",
+        ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool; received {describe(value)}")
+        if self.rotary and self.head_dim % 2:
+            raise ValueError(
+                f"rotary=True needs an even head width d_model / n_head; received "
+                f"d_model={self.d_model}, n_head={self.n_head} (head width {self.head_dim})"
+            )
 
     @property
     def num_heads(self) -> int:

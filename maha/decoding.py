@@ -141,6 +141,7 @@ def _layer_token(
     pending: list[Tensor | None],
     last: list[Tensor],
     k: int,
+    position: Tensor,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor | None], list[Tensor]]:
     """The attention layer's output ``(B, 1, d)`` for one token, and what its cache gains.
 
@@ -151,6 +152,8 @@ def _layer_token(
             values ``(2B, m_l, d)`` (None when empty).
         last: for ``l >= k``, scale ``l``'s latest block output ``(B, 1, H, d_h)``.
         k: the number of levels the token completes (:func:`phase`).
+        position: ``(1, 1)`` the token's position p; the block it completes at scale
+            ``l < k`` has index ``p // r^l`` (its rotary position).
 
     Returns:
         ``(out, new_keys, new_values, new_pending, new_last)``: the output, for
@@ -166,7 +169,8 @@ def _layer_token(
     new_values: list[Tensor] = []
     new_pending: list[Tensor | None] = []
     for l in range(k):
-        q, key, value = layer.attention.project(l, xv[:batch], xv[batch:])  # (B, H, 1, d_h)
+        start = position // layer.ratio**l  # (1, 1) the new block's index at scale l
+        q, key, value = layer.attention.project(l, xv[:batch], xv[batch:], start)  # (B, H, 1, d_h)
         out = attend_kept(q, keys[l], values[l], key, value)  # (B, H, 1, d_h)
         rows.append(_canonical(out.transpose(1, 2)))  # (B, 1, H, d_h)
         new_keys.append(key)
@@ -186,7 +190,7 @@ def _layer_token(
 
 
 def _block_token(
-    block: MAHABlock, h: Tensor, state: dict[str, Any], k: int
+    block: MAHABlock, h: Tensor, state: dict[str, Any], k: int, position: Tensor
 ) -> tuple[Tensor, dict[str, Any]]:
     """One block's output ``(B, 1, d)`` for the token's hidden state ``h`` and its cache update.
 
@@ -198,7 +202,7 @@ def _block_token(
     y, history = block.local.step(u, state["history"])  # (B, 1, d), (B, span, d)
     u = u + F.gelu(y)
     out, keys, values, pending, last = _layer_token(
-        block.attn, u, state["keys"], state["values"], state["pending"], state["last"], k
+        block.attn, u, state["keys"], state["values"], state["pending"], state["last"], k, position
     )
     h = h + out
     h = h + block.ffn(block.ln_2(h))  # (B, 1, d)
@@ -224,7 +228,7 @@ def _model_token(
     h = model.drop(model.wte(idx) + model.wpe(position))  # (B, 1, d)
     updates = []
     for block, state in zip(model.blocks, states):
-        h, update = _block_token(block, h, state, k)  # (B, 1, d)
+        h, update = _block_token(block, h, state, k, position)  # (B, 1, d)
         updates.append(update)
     return model.lm_head(model.ln_f(h)), updates  # (B, 1, vocab)
 

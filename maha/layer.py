@@ -181,6 +181,8 @@ class MAHAAttention(nn.Module):
         bias: biases in the projections and convolutions.
         dropout: dropout on the output.
         max_length: optional longest accepted input length.
+        rotary: rotary position embeddings of every scale's queries and keys by the
+            scale's block index (:mod:`maha.rotary`); needs an even head width.
 
     The arguments are validated once, as the fields of a :class:`maha.MAHAConfig`
     (``num_heads`` is its ``n_head``); :meth:`from_config` builds the same layer
@@ -251,6 +253,7 @@ class MAHAAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         max_length: int | None = None,
+        rotary: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -275,6 +278,7 @@ class MAHAAttention(nn.Module):
             dropout=dropout,
             bias=bias,
             causal=causal,
+            rotary=rotary,
             **({} if max_length is None else {"block_size": max_length}),
         )
         self._build(config, max_length, device, dtype)
@@ -335,6 +339,7 @@ class MAHAAttention(nn.Module):
             config.window,
             global_coarsest=config.global_coarsest,
             bias=config.bias,
+            rotary=config.rotary,
             **factory,
         )
         self.fusion = ScaleFusion.from_config(config, **factory)

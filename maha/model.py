@@ -89,6 +89,7 @@ class FullAttentionBlock(ResidualBlock):
             bias=config.bias,
             dropout=config.dropout,
             max_length=config.block_size,
+            rotary=config.rotary,
         )
         self.ln_2 = nn.LayerNorm(d, bias=config.bias)
         self.ffn = FeedForward(d, config.ffn_mult, config.dropout, config.bias)

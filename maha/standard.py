@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from aggregation.validation import check_int, describe
 
 from .layer import check_attention_inputs
+from .rotary import apply_rotary
 from .streaming import KVCache, check_compile
 
 __all__ = ["StandardAttention"]
@@ -35,6 +36,8 @@ class StandardAttention(nn.Module):
         bias: biases in the projections.
         dropout: dropout on the output.
         max_length: optional longest accepted input length.
+        rotary: rotate queries and keys by their token positions (RoPE,
+            :func:`maha.rotary.apply_rotary`); needs an even head width.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class StandardAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         max_length: int | None = None,
+        rotary: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -60,6 +64,14 @@ class StandardAttention(nn.Module):
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be a bool; received {describe(causal)}")
         self.d_model, self.num_heads, self.causal = d_model, num_heads, causal
+        if not isinstance(rotary, bool):
+            raise TypeError(f"rotary must be a bool; received {describe(rotary)}")
+        if rotary and (d_model // num_heads) % 2:
+            raise ValueError(
+                f"rotary=True needs an even head width d_model / num_heads; received "
+                f"d_model={d_model}, num_heads={num_heads}"
+            )
+        self.rotary = rotary
         self.max_length = None if max_length is None else check_int(max_length, "max_length")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias, **factory)
@@ -138,11 +150,16 @@ class StandardAttention(nn.Module):
             out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
         return self.dropout(out)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``Q, K, V = x W_{Q,K,V}`` in head layout, each ``(B, H, n, d_h)``."""
+    def _qkv(self, x: Tensor, start: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """``Q, K, V = x W_{Q,K,V}`` in head layout, each ``(B, H, n, d_h)``.
+
+        With :attr:`rotary`, ``Q`` and ``K`` at position ``start + i`` are rotated by it.
+        """
         batch, n, d = x.shape
         H = self.num_heads
         q, k, v = self.qkv(x).view(batch, n, 3, H, d // H).permute(2, 0, 3, 1, 4)
+        if self.rotary:
+            q, k = apply_rotary(q, start), apply_rotary(k, start)
         return q, k, v
 
     def _stream(
@@ -172,7 +189,7 @@ class StandardAttention(nn.Module):
         cache.check_mask(key_padding_mask, x.shape[0], x.shape[1])
         batch, c, d = x.shape
         with cache.updating(c):
-            q, k, v = self._qkv(x)  # (B, H, c, d_h) each
+            q, k, v = self._qkv(x, cache.position)  # (B, H, c, d_h) each
             out = cache.attend(q, k, v, key_padding_mask)  # (B, H, c, d_h)
             out = self.out_proj(out.transpose(1, 2).reshape(batch, c, d))  # (B, c, d)
             if key_padding_mask is not None:

@@ -313,7 +313,10 @@ def _stream_rows(
             parts.append(last)
         new = xv.shape[1]
         if new:  # the blocks this chunk completes (Q_l, K_l, V_l and attention)
-            q, k, v = layer.attention.project(l, xv[:batch], xv[batch:])  # (B, H, c_l, d_h)
+            # the chunk's first new block of scale l has index p0 // f (its RoPE position)
+            q, k, v = layer.attention.project(
+                l, xv[:batch], xv[batch:], p0 // f
+            )  # (B, H, c_l, d_h)
             keys, values = state.keys[l].extend(k), state.values[l].extend(v)
             out, _ = cached_attention(q, keys, values, state.windows[l])  # (B, H, c_l, d_h)
             parts.append(out.transpose(1, 2))  # (B, c_l, H, d_h)

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--asymmetric", action="store_true", help="learned skew term in the game")
     m.add_argument("--learn-mu", action="store_true", help="learned per-head mu of the game")
+    m.add_argument(
+        "--rotary", action="store_true", help="rotary position embeddings of queries and keys"
+    )
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--ffn-mult", type=int, default=4)
     o = p.add_argument_group("optimisation")
@@ -138,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         solver_max_iter=args.solver_max_iter,
         asymmetric=args.asymmetric,
         learn_mu=args.learn_mu,
+        rotary=args.rotary,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,
     )

@@ -42,7 +42,7 @@ def steps(monkeypatch):
     return calls
 
 
-def _model(strategy="nash", num_scales=4, ratio=2, window=5, n_layer=2, seed=0):
+def _model(strategy="nash", num_scales=4, ratio=2, window=5, n_layer=2, seed=0, rotary=False):
     torch.manual_seed(seed)
     config = maha.MAHAConfig(
         vocab_size=32,
@@ -54,6 +54,7 @@ def _model(strategy="nash", num_scales=4, ratio=2, window=5, n_layer=2, seed=0):
         ratio=ratio,
         window=window,
         strategy=strategy,
+        rotary=rotary,
     )
     return maha.MAHATransformer(config).double().eval()
 
@@ -119,6 +120,20 @@ def test_compiled_decoding_equals_eager_and_parallel(strategy, num_scales, ratio
     assert counters["stats"]["unique_graphs"] <= 2 * ((ratio - 1) * (num_scales - 1) + 1)
     assert _max_diff(eager, parallel) <= TOL
     assert _max_diff(compiled, parallel) <= TOL
+
+
+@pytest.mark.parametrize(("strategy", "ratio"), [("nash", 2), ("softmax", 3)])
+def test_compiled_decoding_with_rotary_positions(strategy, ratio, steps):
+    """The position is a tensor in the graph: every scale's block index p // r^l rotates."""
+    model = _model(strategy, 3, ratio, 4, n_layer=1, rotary=True)
+    idx = torch.randint(0, 32, (2, 50), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        parallel = model(idx)
+        compiled = _decode(model, idx, 19, compile=True)
+        plain = _model(strategy, 3, ratio, 4, n_layer=1, rotary=False)(idx)
+    assert steps["n"] >= 30
+    assert _max_diff(compiled, parallel) <= TOL
+    assert _max_diff(plain, parallel) > 1e-6  # the rotation is applied at all
 
 
 def test_aot_eager_graphs_and_later_caches_reuse_them(steps):
