@@ -72,8 +72,8 @@ DEFAULT_SEEDS = (0, 1, 2)
 LONG_SEEDS = (0, 1)
 #: Row order of the tables.
 TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
-               "maha-logit", "maha-nash-learnmu", "full-rope", "local-rope", "maha-nash-rope",
-               "maha-softmax-rope")  # fmt: skip
+               "maha-logit", "maha-nash-learnmu", peer.VARIANT_NO_ROTARY, "full-rope",
+               "local-rope", "maha-nash-rope", "maha-softmax-rope")  # fmt: skip
 GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
                 "maha-logit", "maha-nash-learnmu")  # fmt: skip
 #: Benchmark variants that are a library variant with config changes (trained explicitly,
@@ -167,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.out_dir is None:  # a smoke test never touches the committed results
             args.out_dir = Path(tempfile.mkdtemp(prefix="lm_quality_quick_"))
     args.out_dir = RESULTS if args.out_dir is None else args.out_dir
-    known = (*VARIANTS, *CONFIG_VARIANTS, peer.VARIANT)
+    known = (*VARIANTS, *CONFIG_VARIANTS, *peer.VARIANTS)
     for name in args.variants or ():
         if name not in known:
             p.error(f"--variants: expected names among {', '.join(known)}; received {name!r}")
@@ -277,8 +277,9 @@ def library_variant(variant: str, config: MAHAConfig) -> tuple[str, MAHAConfig]:
 
 
 def count_parameters(variant: str, config: MAHAConfig, peer_block_size: int) -> int:
-    if variant == peer.VARIANT:
-        return peer.count_parameters(config, peer_block_size)
+    if variant in peer.VARIANTS:
+        rotary = variant != peer.VARIANT_NO_ROTARY
+        return peer.count_parameters(config, peer_block_size, rotary)
     with torch.device("meta"):
         model = build_model(*library_variant(variant, config))
     return sum(p.numel() for p in model.parameters())
@@ -301,7 +302,7 @@ def train_config(variant: str, seed: int, settings: dict[str, Any], ffn_mult: in
     """The run's :class:`TrainConfig` (the peer trains the ``full`` backbone's config)."""
     name, model = library_variant(variant, model_config(settings, ffn_mult))
     return TrainConfig(
-        variant="full" if variant == peer.VARIANT else name,
+        variant="full" if variant in peer.VARIANTS else name,
         model=model,
         data=None if settings["data"] == "stdlib" else settings["data"],
         max_bytes=settings["max_bytes"],
@@ -357,13 +358,15 @@ def train_run(
     ffn = ffn_mult_for(variant, settings)
     config = train_config(variant, seed, settings, ffn)
     out, ckpt = workdir / "run.json", workdir / "ckpt"
-    if variant == peer.VARIANT:
+    if variant in peer.VARIANTS:
         config_path = workdir / "config.json"
         config_path.write_text(json.dumps(config.to_dict()))
         script = Path(peer.__file__).resolve()
         block = str(settings["peer_block_size"])
         cmd = [sys.executable, str(script), "--train-config", str(config_path),
                "--json-out", str(out), "--peer-block-size", block]  # fmt: skip
+        if variant == peer.VARIANT_NO_ROTARY:
+            cmd.append("--no-rotary")
     else:
         cmd = [sys.executable, "-m", "maha.training", *_cli_args(config),
                "--json-out", str(out), "--checkpoint-dir", str(ckpt)]  # fmt: skip
@@ -620,43 +623,70 @@ def summarise(runs: dict[int, dict]) -> dict[str, Any]:
     }
 
 
+#: The comparisons that the claims make, per position scheme: the layer's default, the
+#: baselines it must beat, the softmax fusion and the game fusions to weigh against it, and the
+#: baseline whose final loss it must reach with half the bytes. Without rotary embeddings the
+#: published peer is compared as published (with its rotary embeddings) and without them.
+FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
+    ("maha-nash", ("full", "local", peer.VARIANT, peer.VARIANT_NO_ROTARY), "maha-softmax",
+     GAME_FUSIONS, "full"),
+    ("maha-nash-rope", ("full-rope", "local-rope", peer.VARIANT), "maha-softmax-rope",
+     ("maha-nash-rope",), "full-rope"),
+)  # fmt: skip
+
+
 def claims(rows: dict[str, dict], total_bytes: int) -> list[dict[str, Any]]:
-    """The issue's targets, each with its outcome (see :func:`claim_beats`)."""
+    """The issue's targets, each with its outcome (see :func:`claim_beats`), per family."""
     out = []
-    default = "maha-nash"
-    for other in ("full", "local", peer.VARIANT):
+    for default, baselines, softmax, fusions, reference in FAMILIES:
+        out += _family_claims(rows, total_bytes, default, baselines, softmax, fusions, reference)
+    return out
+
+
+def _family_claims(
+    rows: dict[str, dict],
+    total_bytes: int,
+    default: str,
+    baselines: tuple[str, ...],
+    softmax: str,
+    fusions: tuple[str, ...],
+    reference: str,
+) -> list[dict[str, Any]]:
+    out = []
+    for other in baselines:
         if default in rows and other in rows:
             c = claim_beats(rows[default]["val_bpb"], rows[other]["val_bpb"])
             out.append({"claim": f"{default} beats {other}", **c})
-    games = [g for g in GAME_FUSIONS if g in rows]
-    if games and "maha-softmax" in rows:
+    games = [g for g in fusions if g in rows]
+    if games and softmax in rows:
         best = min(games, key=lambda g: rows[g]["val_bpb_mean"])
-        soft = rows["maha-softmax"]["val_bpb"]
+        soft = rows[softmax]["val_bpb"]
         out.append(
             {
-                "claim": f"best game fusion ({best}) beats maha-softmax",
+                "claim": f"best game fusion ({best}) beats {softmax}",
                 **claim_beats(rows[best]["val_bpb"], soft),
             }  # fmt: skip
         )
         out.append(
             {
-                "claim": f"best game fusion ({best}) within {WITHIN_BPB} bits/byte of maha-softmax",
+                "claim": f"best game fusion ({best}) within {WITHIN_BPB} bits/byte of {softmax}",
                 **claim_within(rows[best]["val_bpb"], soft, WITHIN_BPB),
             }  # fmt: skip
         )
-    if default in rows and "full" in rows:
-        level = rows["full"]["val_bpb_mean"]
+    if default in rows and reference in rows:
+        level = rows[reference]["val_bpb_mean"]
         reached = bytes_to_reach(rows[default]["curve"], level)
         share = None if reached is None else reached / total_bytes
         outcome = "missed" if share is None or share > 0.5 else "met"
         out.append(
             {
-                "claim": f"{default} reaches full's final bits/byte with at most half the bytes",
+                "claim": f"{default} reaches {reference}'s final bits/byte with at most half "
+                "the bytes",
                 "outcome": outcome,
                 "bytes": reached,
                 "share": share,
-                "statistic": "first evaluation of the mean curve at or below full's final mean "
-                "(a point estimate, not a two-sd test)",
+                "statistic": f"first evaluation of the mean curve at or below {reference}'s "
+                "final mean (a point estimate, not a two-sd test)",
             }  # fmt: skip
         )
     return out
@@ -688,7 +718,7 @@ def section(
         "missing": missing,
         "claims": claims(rows, total),
     }
-    if peer.VARIANT in expected:
+    if any(v in expected for v in peer.VARIANTS):
         out["peer_checks"] = peer_checks(settings)
     return out
 
@@ -897,12 +927,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.report_only:
         todo = []
-    if any(v == peer.VARIANT for v, _ in todo):
+    if any(v in peer.VARIANTS for v, _ in todo):
         checks = peer_checks(settings)
         if not checks["available"] or not checks["causal"]:
             why = "not installed" if not checks["available"] else "not causal"
-            print(f"[lm_quality] skipping {peer.VARIANT}: {why}", file=sys.stderr)
-            todo = [(v, s) for v, s in todo if v != peer.VARIANT]
+            print(f"[lm_quality] skipping {'/'.join(peer.VARIANTS)}: {why}", file=sys.stderr)
+            todo = [(v, s) for v, s in todo if v not in peer.VARIANTS]
     cached = len(variants) * len(seeds) - len(todo)
     print(f"[lm_quality] {len(todo)} runs to train, {cached} cached or skipped (key "
           f"{settings_key(settings)})", file=sys.stderr)  # fmt: skip

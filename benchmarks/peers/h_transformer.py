@@ -40,6 +40,10 @@ from maha.model import FullAttentionTransformer
 from maha.training import PreparedRun, TrainConfig, prepare, train
 
 VARIANT = "peer-htransformer"
+#: The same peer without its rotary position embeddings: only the backbone's learned absolute
+#: positions, as the library's models without ``MAHAConfig.rotary`` (the controlled comparison).
+VARIANT_NO_ROTARY = "peer-htransformer-norope"
+VARIANTS = (VARIANT, VARIANT_NO_ROTARY)
 
 
 def available() -> bool:
@@ -91,8 +95,11 @@ def check_lengths(config: MAHAConfig, block_size: int) -> None:
         )
 
 
-def build_attention(config: MAHAConfig, block_size: int) -> nn.Module:
-    """One ``CausalHAttention1D`` of width ``d``, ``H`` heads of ``d / H``, rotary positions."""
+def build_attention(config: MAHAConfig, block_size: int, rotary: bool = True) -> nn.Module:
+    """One ``CausalHAttention1D`` of width ``d``, ``H`` heads of ``d / H``.
+
+    ``rotary``: the package's rotary position embeddings (its default use), or none.
+    """
     from h_transformer_1d.h_transformer_1d import CausalHAttention1D
     from rotary_embedding_torch import RotaryEmbedding
 
@@ -104,11 +111,13 @@ def build_attention(config: MAHAConfig, block_size: int) -> nn.Module:
         heads=config.n_head,
         dim_head=dim_head,
         block_size=block_size,
-        pos_emb=RotaryEmbedding(dim=dim_head),
+        pos_emb=RotaryEmbedding(dim=dim_head) if rotary else None,
     )
 
 
-def build_peer_model(config: MAHAConfig, block_size: int) -> FullAttentionTransformer:
+def build_peer_model(
+    config: MAHAConfig, block_size: int, rotary: bool = True
+) -> FullAttentionTransformer:
     """The backbone of ``FullAttentionTransformer(config)`` with H-Transformer-1D attention.
 
     The new attention's linear maps get the backbone's initialisation (normal, std 0.02, zero
@@ -116,17 +125,20 @@ def build_peer_model(config: MAHAConfig, block_size: int) -> FullAttentionTransf
     """
     model = FullAttentionTransformer(config)
     for block in model.blocks:
-        attention = HAttentionAdapter(build_attention(config, block_size))
+        attention = HAttentionAdapter(build_attention(config, block_size, rotary))
         attention.apply(model._init_weights)
         nn.init.normal_(attention.inner.to_out.weight, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
         block.attn = attention
     return model
 
 
-def count_parameters(config: MAHAConfig, block_size: int) -> int:
-    """Parameters of :func:`build_peer_model` (built on the meta device)."""
+def count_parameters(config: MAHAConfig, block_size: int, rotary: bool = True) -> int:
+    """Parameters of :func:`build_peer_model` (built on the meta device).
+
+    The package holds its rotary frequencies as a (frozen) parameter, ``d_h / 2`` per layer.
+    """
     with torch.device("meta"):
-        model = build_peer_model(config, block_size)
+        model = build_peer_model(config, block_size, rotary)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -188,13 +200,14 @@ def receptive_field(config: MAHAConfig, block_size: int, *, samples: int = 64) -
     }
 
 
-def train_run(config: TrainConfig, block_size: int) -> dict:
+def train_run(config: TrainConfig, block_size: int, rotary: bool = True) -> dict:
     """Train the peer with the library's loop (:func:`maha.training.train`); its summary.
 
     ``config.variant`` must be ``"full"`` (the backbone): :func:`maha.training.prepare` checks
     the options and loads the data, then the model is rebuilt from ``config.seed`` with the
-    peer's attention. The summary is :meth:`TrainResult.to_dict` with ``variant`` set to
-    :data:`VARIANT`.
+    peer's attention (with its rotary embeddings or, ``rotary=False``, without). The summary
+    is :meth:`TrainResult.to_dict` with ``variant`` set to :data:`VARIANT` (or
+    :data:`VARIANT_NO_ROTARY`).
     """
     if config.variant != "full":
         raise ValueError(
@@ -202,10 +215,10 @@ def train_run(config: TrainConfig, block_size: int) -> dict:
         )
     run = prepare(config)
     torch.manual_seed(config.seed)
-    model = build_peer_model(config.model, block_size).to(dtype=run.model.wte.weight.dtype)
+    model = build_peer_model(config.model, block_size, rotary).to(dtype=run.model.wte.weight.dtype)
     result = train(PreparedRun(config, run.corpus, model, None))
     summary = result.to_dict()
-    summary["variant"] = VARIANT
+    summary["variant"] = VARIANT if rotary else VARIANT_NO_ROTARY
     return summary
 
 
@@ -214,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-config", type=Path, required=True, help="TrainConfig.to_dict() JSON")
     p.add_argument("--json-out", type=Path, required=True)
     p.add_argument("--peer-block-size", type=int, required=True)
+    p.add_argument("--no-rotary", action="store_true", help="without rotary position embeddings")
     args = p.parse_args(argv)
     config = TrainConfig.from_dict(json.loads(args.train_config.read_text()))
-    summary = train_run(config, args.peer_block_size)
+    summary = train_run(config, args.peer_block_size, not args.no_rotary)
     args.json_out.write_text(json.dumps(summary) + "\n")
     return 0
 

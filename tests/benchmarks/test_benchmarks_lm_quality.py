@@ -173,3 +173,23 @@ def test_a_failed_run_is_reported_and_not_cached(tmp_path):
     assert done.returncode == 1 and "1/1 FAILED: full seed 0 failed" in done.stderr
     assert "failed runs: full seed 0" in done.stderr
     assert not list((tmp_path / "out" / "lm_runs").glob("*.json"))
+
+
+def test_claims_compare_each_family_with_its_own_baselines(lmq):
+    def row(values):
+        curve = {"tokens": [10, 20], "mean": [max(values) + 1, sum(values) / len(values)]}
+        return {"val_bpb": values, "val_bpb_mean": sum(values) / len(values), "curve": curve}
+
+    rows = {
+        "maha-nash": row([2.30, 2.31, 2.29]),
+        "full": row([2.70, 2.71, 2.69]),
+        "maha-nash-rope": row([2.00, 2.01, 1.99]),
+        "full-rope": row([2.10, 2.11, 2.09]),
+        "maha-softmax-rope": row([2.20, 2.21, 2.19]),
+    }
+    out = {c["claim"]: c["outcome"] for c in lmq.claims(rows, 20)}
+    assert out["maha-nash beats full"] == "met"
+    assert out["maha-nash-rope beats full-rope"] == "met"
+    assert out["best game fusion (maha-nash-rope) beats maha-softmax-rope"] == "met"
+    assert "maha-nash beats full-rope" not in out  # no cross-family claim
+    assert "maha-nash-rope reaches full-rope's final bits/byte with at most half the bytes" in out

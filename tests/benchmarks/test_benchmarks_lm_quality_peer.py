@@ -93,3 +93,20 @@ def test_peer_trains_in_the_benchmark(tmp_path):
     assert (
         f"| {peer.VARIANT} | 0 |" in table and "`CausalHAttention1D`) at length 64: causal" in table
     )
+
+
+def test_peer_without_rotary_is_the_same_module_without_positions():
+    torch.manual_seed(0)
+    with_rope = peer.build_peer_model(_config(), 16).double().eval()
+    torch.manual_seed(0)
+    without = peer.build_peer_model(_config(), 16, rotary=False).double().eval()
+    assert all(b.attn.inner.pos_emb is None for b in without.blocks)
+    # the same parameters but the package's frozen rotary frequencies (d_h / 2 per layer)
+    missing = without.load_state_dict(with_rope.state_dict(), strict=False).unexpected_keys
+    assert missing and all("pos_emb" in key for key in missing)
+    extra = peer.count_parameters(_config(), 16) - peer.count_parameters(_config(), 16, False)
+    assert extra == 2 * 8 // 2
+    assert peer.causal_leak(without, 64, positions=[0, 17, 40, 63]) == 0.0
+    idx = torch.randint(0, 256, (1, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert float((with_rope(idx) - without(idx)).abs().max()) > 1e-6
