@@ -14,6 +14,14 @@ Grids: at 1,024 bytes per window, 1,500 steps x 4 windows (6.1M training bytes) 
 number of steps and of training bytes (batch 4 x 1,024 / 4,096 = 1 window per step) for
 ``full``, ``local``, ``maha-nash``, ``maha-softmax`` and ``peer-htransformer``, seeds 0, 1.
 
+Variants beyond the grids (``--variants``, :data:`CONFIG_VARIANTS`): ``maha-nash-learnmu``
+(learned diagonal shift), and the rotary family ``full-rope``, ``local-rope``,
+``maha-nash-rope``, ``maha-softmax-rope`` (``MAHAConfig.rotary``: rotary position embeddings
+of queries and keys, at every MAHA scale by its block index); ``peer-htransformer-norope`` is
+the peer without its rotary embeddings. The claims compare each family with the baselines of
+its own position scheme (:data:`FAMILIES`): the default models and the norope peer have learned
+absolute positions only, the rope family and the published peer rotate queries and keys.
+
 Parameter matching: the MAHA variants share one architecture; ``full``, ``local`` and the peer
 have no per-scale projections, decomposition or fusion, so their feed-forward width
 (``--ffn-mult``) is raised to the integer that brings their parameter count closest to
