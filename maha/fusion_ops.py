@@ -11,10 +11,11 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   (computed per scale at its own resolution, then upsampled) and the Gram
   matrices ``G[..., l, k] = <o_l, o_k>`` (:class:`_Gram`: the positions in
   cache-sized chunks, each chunk's stack built in a small buffer, ``f = r^l``
-  repeated rows per block, one batched product, then discarded; backward
-  rebuilds the chunk, forms ``do_l = sum_k (dG_lk + dG_kl) o_k`` and folds it
-  back onto the blocks, the adjoint of the repetition being a sum over the
-  ``f`` rows of each block). Only the per-scale outputs are saved.
+  repeated rows per block, one batched product, then discarded; backward works
+  pair by pair at the finer scale's resolution: ``dG_lk + dG_kl`` summed over the
+  positions of each row of scale ``l`` (the adjoint of the repetition), then
+  ``do_l += s o_k`` and ``do_k += sum s o_l`` on the rows themselves, with no
+  stack). Only the per-scale outputs are saved.
 - :func:`mix`: ``y = sum_l w_l o_l``, one in-place product per scale (scale l's
   own rows against the weights viewed as blocks of ``r^l`` positions), with a
   chunked backward.
@@ -132,19 +133,6 @@ class ScaleRows:
                 dest[:, full * f :].copy_(out[:, j0 + full : j0 + full + 1])
         return buf
 
-    def fold(self, grad_buf: Tensor, lo: int, hi: int, grads: Sequence[Tensor]) -> None:
-        """Add the adjoint of :meth:`fill` (a sum over each block's rows) into ``grads``."""
-        for l, g in enumerate(grads):
-            f = self.ratio**l
-            first, j0, full, rest = block_span(lo, hi, f, self.causal)
-            src = grad_buf[:, first - lo :, :, l]  # (B, hi - first, H, d_h)
-            if full and f == 1:  # one row per block: nothing to sum
-                g[:, j0 : j0 + full] += src[:, :full]
-            elif full:
-                g[:, j0 : j0 + full] += src[:, : full * f].unflatten(1, (full, f)).sum(2)
-            if rest:
-                g[:, j0 + full] += src[:, full * f :].sum(1)
-
 
 def scale_rows(
     outs: Sequence[Tensor],
@@ -188,8 +176,69 @@ def stack_scales(rows: ScaleRows) -> Tensor:
     return torch.stack(ups, dim=3)
 
 
+def _used_rows(length: int, factor: int, causal: bool) -> int:
+    """How many rows of a scale with ``factor`` positions per block the positions read.
+
+    Causal: blocks ``0 .. floor(n / f) - 1`` (the last, partial block ends after ``n - 1``);
+    non-causal: every block, ``ceil(n / f)``.
+    """
+    return length // factor if causal else -(-length // factor)
+
+
+def _pair_grads(
+    s: Tensor, fine: Tensor, coarse: Tensor, m: int, causal: bool, d_fine: Tensor, d_coarse: Tensor
+) -> None:
+    """The gradients of ``p[:, j] = <fine[:, j], coarse[:, j_m(j)]>`` for the cotangent ``s``.
+
+    ``fine`` ``(B, R, H, d_h)`` are the rows of a scale, ``coarse`` ``(B, R_c, H, d_h)`` the
+    rows of a scale ``m`` times coarser, and ``j_m`` the block rule of :mod:`maha.scales`
+    applied to the fine scale's row indices with factor ``m``: every position served by fine
+    row ``j`` reads coarse row ``j_m(j)`` (none before the first block, where ``p`` is 0).
+    Added in place: ``d_fine[:, j] += s[:, j] coarse[:, j_m(j)]`` and
+    ``d_coarse[:, i] += sum_{j_m(j) = i} s[:, j] fine[:, j]``; ``s`` is ``(B, R, H)``.
+    """
+    R = s.shape[1]
+    first, j0, full, rest = block_span(0, R, m, causal)
+    end = first + full * m
+    if full:
+        sb = s[:, first:end].unflatten(1, (full, m)).unsqueeze(-1)  # (B, full, m, H, 1)
+        d_fine[:, first:end].unflatten(1, (full, m)).addcmul_(
+            sb, coarse[:, j0 : j0 + full].unsqueeze(2)
+        )
+        d_coarse[:, j0 : j0 + full] += (sb * fine[:, first:end].unflatten(1, (full, m))).sum(2)
+    if rest:
+        sr = s[:, end:].unsqueeze(-1)  # (B, rest, H, 1)
+        d_fine[:, end:R].addcmul_(sr, coarse[:, j0 + full : j0 + full + 1])
+        d_coarse[:, j0 + full] += (sr * fine[:, end:R]).sum(1)
+
+
+def _fold(src: Tensor, rows: int, factor: int, causal: bool) -> Tensor:
+    """The adjoint of upsampling: ``out[:, j] = sum of src[:, t]`` over the positions ``t``
+    that read block ``j`` (:func:`maha.scales.block_span`); ``src`` ``(B, n, ...)``,
+    ``out`` ``(B, rows, ...)``."""
+    n = src.shape[1]
+    first, j0, full, rest = block_span(0, n, factor, causal)
+    end = first + full * factor
+    out = src.new_zeros(src.shape[0], rows, *src.shape[2:])
+    if full:
+        out[:, j0 : j0 + full] = src[:, first:end].unflatten(1, (full, factor)).sum(2)
+    if rest:
+        out[:, j0 + full] += src[:, end:].sum(1)
+    return out
+
+
 class _Gram(torch.autograd.Function):
-    """``(O_0..O_{L-1})`` -> ``G[..., l, k] = <o_l, o_k>``, chunked (see the module docstring)."""
+    """``(O_0..O_{L-1})`` -> ``G[..., l, k] = <o_l, o_k>``.
+
+    Forward: the positions in cache-sized chunks, each chunk's stack built in a small
+    buffer (:meth:`ScaleRows.fill`) and multiplied by its transpose in one batched product.
+    Backward, pair by pair at the finer resolution: every position served by row ``j`` of
+    scale ``l`` reads the same row ``j_m(j)`` of a coarser scale ``k`` (``m = r^(k - l)``,
+    the block rule on the row indices, :func:`_pair_grads`), so ``dG_lk + dG_kl`` is
+    first summed over the positions of each row of scale ``l`` (:func:`_fold`) and then
+    applied to ``n_l`` rows (:func:`_pair_grads`): ``sum_{l <= k} n_l`` products of
+    ``d_h`` instead of ``L^2 n``, and no stack. Only the outputs are saved.
+    """
 
     @staticmethod
     def forward(ctx, rows: ScaleRows, *outs: Tensor) -> Tensor:
@@ -207,13 +256,18 @@ class _Gram(torch.autograd.Function):
     def backward(ctx, grad_gram: Tensor):
         rows: ScaleRows = ctx.rows
         outs = ctx.saved_tensors
-        batch, _, heads, L, dh = rows.shape
-        ref = outs[0]
+        _, n, _, L, _ = rows.shape
+        sym = grad_gram + grad_gram.transpose(-1, -2)  # (B, n, H, L, L): dG_lk + dG_kl
         grads = [torch.zeros_like(out) for out in outs]
-        for lo, hi in rows.chunks:
-            o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
-            gg = grad_gram[:, lo:hi]  # (B, c, H, L, L)
-            rows.fold(torch.matmul(gg + gg.transpose(-1, -2), o), lo, hi, grads)
+        for l in range(L):
+            f = rows.ratio**l
+            R = _used_rows(n, f, rows.causal)
+            S = _fold(sym[..., l, l:], R, f, rows.causal)  # (B, R, H, L - l)
+            fine, d_fine = outs[l][:, :R], grads[l][:, :R]
+            d_fine.addcmul_(S[..., 0].unsqueeze(-1), fine)  # G_ll = |o_l|^2: S = 2 dG_ll
+            for k in range(l + 1, L):
+                m = rows.ratio ** (k - l)
+                _pair_grads(S[..., k - l], fine, outs[k], m, rows.causal, d_fine, grads[k])
         return (None, *grads)
 
 
