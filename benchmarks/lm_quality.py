@@ -81,7 +81,8 @@ LONG_SEEDS = (0, 1)
 #: Row order of the tables.
 TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
                "maha-logit", "maha-nash-learnmu", peer.VARIANT_NO_ROTARY, "full-rope",
-               "local-rope", "maha-nash-rope", "maha-softmax-rope")  # fmt: skip
+               "local-rope", "maha-nash-rope", "maha-softmax-rope", "maha-nash-anchor-rope",
+               "maha-softmax-anchor-rope")  # fmt: skip
 GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
                 "maha-logit", "maha-nash-learnmu")  # fmt: skip
 #: Benchmark variants that are a library variant with config changes (trained explicitly,
@@ -92,6 +93,8 @@ CONFIG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "local-rope": ("local", {"rotary": True}),
     "maha-nash-rope": ("maha-nash", {"rotary": True}),
     "maha-softmax-rope": ("maha-softmax", {"rotary": True}),
+    "maha-nash-anchor-rope": ("maha-nash", {"rotary": True, "anchor_fine": True}),
+    "maha-softmax-anchor-rope": ("maha-softmax", {"rotary": True, "anchor_fine": True}),
 }
 #: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
 WITHIN_BPB = 0.02
@@ -356,7 +359,9 @@ def _cli_args(config: TrainConfig) -> list[str]:
         ["--gating"] if m.gating else []
     ) + (["--asymmetric"] if m.asymmetric else []) + (
         ["--learn-mu"] if m.learn_mu else []
-    ) + (["--rotary"] if m.rotary else [])  # fmt: skip
+    ) + (["--rotary"] if m.rotary else []) + (
+        ["--anchor-fine"] if m.anchor_fine else []
+    )  # fmt: skip
 
 
 def train_run(
@@ -640,6 +645,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
      GAME_FUSIONS, "full"),
     ("maha-nash-rope", ("full-rope", "local-rope", peer.VARIANT), "maha-softmax-rope",
      ("maha-nash-rope",), "full-rope"),
+    ("maha-nash-anchor-rope", ("full-rope", "local-rope", peer.VARIANT, "maha-nash-rope"),
+     "maha-softmax-anchor-rope", ("maha-nash-anchor-rope",), "full-rope"),
 )  # fmt: skip
 
 

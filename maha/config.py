@@ -149,6 +149,9 @@ class MAHAConfig:
             at every MAHA scale by the scale's block index, in full attention by the
             token position; needs an even head width. The learned absolute position
             table is kept either way (the parameter count does not change).
+        anchor_fine: the finest scale enters the fused output with weight one and the
+            fusion strategy weighs only the coarser scales,
+            ``y = o_0 + sum_{l >= 1} w_l o_l`` (:class:`maha.fusion.ScaleFusion`).
     """
 
     vocab_size: int = 256
@@ -176,6 +179,7 @@ class MAHAConfig:
     bias: bool = True
     causal: bool = True
     rotary: bool = False
+    anchor_fine: bool = False
 
     def __post_init__(self) -> None:
         check_int(self.vocab_size, "vocab_size", minimum=1)
@@ -206,6 +210,7 @@ class MAHAConfig:
             "bias",
             "causal",
             "rotary",
+            "anchor_fine",
         ):
             value = getattr(self, name)
             if not isinstance(value, bool):

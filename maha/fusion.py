@@ -192,6 +192,10 @@ class ScaleFusion(nn.Module):
             strategies, see ``aggregation.solve_scale_game``).
         solver_max_iter: iteration budget of the solvers (None: their default; the
             enumeration path does a fixed amount of work and does not use it).
+        anchor_fine: the finest scale is not a player: it enters the output with weight
+            one, ``y = o_0 + sum_{l >= 1} w_l o_l``, and the strategy allocates the
+            weights ``w`` (in the simplex) among the coarser scales present (none
+            present: ``y = o_0``).
     """
 
     def __init__(
@@ -208,6 +212,7 @@ class ScaleFusion(nn.Module):
         utility_eps: float = 1e-3,
         solver_tol: float | None = None,
         solver_max_iter: int | None = None,
+        anchor_fine: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -235,6 +240,9 @@ class ScaleFusion(nn.Module):
         if not isinstance(learn_mu, bool):
             raise TypeError(f"learn_mu must be a bool; received {describe(learn_mu)}")
         self.learn_mu = learn_mu
+        if not isinstance(anchor_fine, bool):
+            raise TypeError(f"anchor_fine must be a bool; received {describe(anchor_fine)}")
+        self.anchor_fine = anchor_fine
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         L, H, dh = self.num_scales, self.num_heads, self.head_dim
         self.uses_game = self.strategy not in ("mean", "softmax")
@@ -273,7 +281,7 @@ class ScaleFusion(nn.Module):
 
         ``L = num_scales``, ``H = n_head``, ``d_h = d_model // n_head``; ``strategy``,
         ``gating``, ``mu``, ``asymmetric``, ``learn_mu``, ``utility_eps``,
-        ``solver_tol`` and ``solver_max_iter`` as in the config
+        ``solver_tol``, ``solver_max_iter`` and ``anchor_fine`` as in the config
         (:class:`maha.MAHAConfig`).
         """
         config = check_config(config)
@@ -289,6 +297,7 @@ class ScaleFusion(nn.Module):
             utility_eps=config.utility_eps,
             solver_tol=config.solver_tol,
             solver_max_iter=config.solver_max_iter,
+            anchor_fine=config.anchor_fine,
             device=device,
             dtype=dtype,
         )
@@ -404,6 +413,16 @@ class ScaleFusion(nn.Module):
         batch, n, H, L, dh = rows.shape
         if self.gating and L > 1:
             rows = ScaleRows.from_stack(self.gate(stack_scales(rows), present))
+        if self.anchor_fine and L > 1:  # the finest scale is added, not a player
+            fine = rows.outs[0]  # (B, n, H, d_h): scale 0 is at the input resolution
+            present = torch.cat([torch.zeros_like(present[..., :1]), present[..., 1:]], -1)
+            fused = self._fuse(rows, present)
+            return FusionOutput(output=fine + fused.output, diagnostics=fused.diagnostics)
+        return self._fuse(rows, present)
+
+    def _fuse(self, rows: ScaleRows, present: Tensor) -> FusionOutput:
+        """``sum_l w_l o_l`` with the strategy's weights over the scales ``present``."""
+        batch, n, H, L, dh = rows.shape
         dtype = rows.dtype
         mask = present.unsqueeze(2).expand(batch, n, H, L)  # (B, n, H, L)
         any_present = mask.any(-1, keepdim=True)  # (B, n, H, 1)
@@ -503,4 +522,5 @@ class ScaleFusion(nn.Module):
             f"num_scales={self.num_scales}, num_heads={self.num_heads}, head_dim={self.head_dim}, "
             f"strategy={self.strategy!r}, gating={self.gating}, mu={self.mu}, "
             f"asymmetric={self.asymmetric}, learn_mu={self.learn_mu}"
+            + (", anchor_fine=True" if self.anchor_fine else "")
         )

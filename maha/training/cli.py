@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--rotary", action="store_true", help="rotary position embeddings of queries and keys"
     )
+    m.add_argument(
+        "--anchor-fine",
+        action="store_true",
+        help="the finest scale added with weight one; the fusion weighs the coarser scales",
+    )
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--ffn-mult", type=int, default=4)
     o = p.add_argument_group("optimisation")
@@ -142,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         asymmetric=args.asymmetric,
         learn_mu=args.learn_mu,
         rotary=args.rotary,
+        anchor_fine=args.anchor_fine,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,
     )
