@@ -650,11 +650,26 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
 )  # fmt: skip
 
 
+#: What the rotary embeddings change: (with, without) pairs of one model.
+ROTARY_PAIRS: tuple[tuple[str, str], ...] = (
+    ("full-rope", "full"),
+    ("local-rope", "local"),
+    ("maha-nash-rope", "maha-nash"),
+    ("maha-softmax-rope", "maha-softmax"),
+    (peer.VARIANT, peer.VARIANT_NO_ROTARY),
+)
+
+
 def claims(rows: dict[str, dict], total_bytes: int) -> list[dict[str, Any]]:
-    """The issue's targets, each with its outcome (see :func:`claim_beats`), per family."""
+    """The issue's targets, each with its outcome (see :func:`claim_beats`), per family;
+    then the effect of the rotary embeddings on each model that has both runs."""
     out = []
     for default, baselines, softmax, fusions, reference in FAMILIES:
         out += _family_claims(rows, total_bytes, default, baselines, softmax, fusions, reference)
+    for with_rope, without in ROTARY_PAIRS:
+        if with_rope in rows and without in rows:
+            c = claim_beats(rows[with_rope]["val_bpb"], rows[without]["val_bpb"])
+            out.append({"claim": f"{with_rope} beats {without}", **c})
     return out
 
 

@@ -193,3 +193,5 @@ def test_claims_compare_each_family_with_its_own_baselines(lmq):
     assert out["best game fusion (maha-nash-rope) beats maha-softmax-rope"] == "met"
     assert "maha-nash beats full-rope" not in out  # no cross-family claim
     assert "maha-nash-rope reaches full-rope's final bits/byte with at most half the bytes" in out
+    assert out["full-rope beats full"] == "met" and out["maha-nash-rope beats maha-nash"] == "met"
+    assert "local-rope beats local" not in out  # only where both runs exist
