@@ -880,6 +880,20 @@ def write_markdown(report: dict, path: Path) -> None:
     write_atomic(path, "\n".join(lines))
 
 
+#: One colour per model, shared by its position schemes (:func:`_line_style`).
+_MODELS = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
+           "maha-logit", "maha-nash-learnmu", "maha-nash-anchor",
+           "maha-softmax-anchor")  # fmt: skip
+
+
+def _line_style(variant: str) -> tuple[str, str]:
+    """``(colour, line style)``: the model's colour; dashed with rotary embeddings."""
+    rotary = variant.endswith("-rope") or variant == peer.VARIANT
+    model = variant.removesuffix("-norope").removesuffix("-rope")
+    index = _MODELS.index(model) if model in _MODELS else len(_MODELS)
+    return f"C{index % 10}", "--" if rotary else "-"
+
+
 def write_plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -893,10 +907,9 @@ def write_plot(report: dict, path: Path) -> None:
         for name, r in sec["variants"].items():
             c = r["curve"]
             x = [t / 1e6 for t in c["tokens"]]
-            known = TABLE_ORDER.index(name) if name in TABLE_ORDER else len(TABLE_ORDER)
-            color = f"C{known % 10}"  # one colour per variant in every panel
+            color, style = _line_style(name)
             (line,) = ax.plot(
-                x, c["mean"], marker="o", ms=2.5, color=color, label=f"{name} (n={r['n']})"
+                x, c["mean"], style, marker="o", ms=2.5, color=color, label=f"{name} (n={r['n']})"
             )
             if r["n"] >= 2:
                 lo = [m - s for m, s in zip(c["mean"], c["sd"])]
@@ -904,10 +917,13 @@ def write_plot(report: dict, path: Path) -> None:
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
         ax.set(xlabel="training bytes (millions)", ylabel="validation bits per byte", title=title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     if not sections:
         axes[0].text(0.5, 0.5, "no cached runs", ha="center", va="center")
-    fig.suptitle("Byte-level LM on the standard library: mean and ± 1 sd over seeds")
+    fig.suptitle(
+        "Byte-level LM on the standard library: mean and ± 1 sd over seeds "
+        "(dashed: rotary position embeddings)"
+    )
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
