@@ -451,14 +451,18 @@ def fusion_summary(checkpoint: Path, settings: dict[str, Any]) -> list[dict[str,
     layers = []
     for block in model.blocks:
         h, diag = block.forward_with_diagnostics(h)
-        full = diag.present.all(-1)  # (b, T): positions where every scale plays
+        # the players: every scale, or the coarser ones where the finest is anchored (added
+        # with weight one, never a player: its weight reads 0)
+        first = 1 if getattr(block.attn.fusion, "anchor_fine", False) else 0
+        full = diag.present[..., first:].all(-1)  # (b, T): positions where every player plays
         w = diag.weights[full]  # (P, H, L)
-        L = w.shape[-1]
-        entropy = -(w * w.clamp_min(1e-30).log()).sum(-1) / max(math.log(L), 1e-30)  # (P, H)
+        wp = w[..., first:]  # (P, H, players)
+        L = wp.shape[-1]
+        entropy = -(wp * wp.clamp_min(1e-30).log()).sum(-1) / max(math.log(L), 1e-30)  # (P, H)
         row: dict[str, object] = {
             "mean_weight_per_scale": [round(float(v), 4) for v in w.mean((0, 1))],
             "normalised_entropy": round(float(entropy.mean()), 4),
-            "zero_weight_share": round(float((w == 0).double().mean()), 4),
+            "zero_weight_share": round(float((wp == 0).double().mean()), 4),
         }
         if diag.regret is not None:
             row["max_regret"] = float(diag.regret[full].max())
