@@ -195,3 +195,18 @@ def test_claims_compare_each_family_with_its_own_baselines(lmq):
     assert "maha-nash-rope reaches full-rope's final bits/byte with at most half the bytes" in out
     assert out["full-rope beats full"] == "met" and out["maha-nash-rope beats maha-nash"] == "met"
     assert "local-rope beats local" not in out  # only where both runs exist
+
+
+def test_config_variants_train_with_their_options(tmp_path):
+    """A rotary, anchored variant trains through the CLI with its options and is summarised
+    over its players (the anchored finest scale has weight 0 there, never a player)."""
+    args = ("--quick", "--variants", "maha-nash-anchor-rope", "--seeds", "0")
+    run_benchmark("lm_quality", *args, "--out-dir", str(tmp_path))
+    (path,) = (tmp_path / "lm_runs").glob("maha-nash-anchor-rope_seed0_*.json")
+    record = json.loads(path.read_text())
+    model = record["train_config"]["model"]
+    assert model["rotary"] is True and model["anchor_fine"] is True
+    for layer in record["fusion"]:
+        weights = layer["mean_weight_per_scale"]
+        assert weights[0] == 0.0 and sum(weights[1:]) == pytest.approx(1.0, abs=1e-3)
+        assert 0.0 <= layer["normalised_entropy"] <= 1.0 and layer["max_regret"] < 1e-6
