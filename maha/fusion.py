@@ -38,6 +38,12 @@ fixed (or, with ``learn_mu``, ``mu_h = mu * (softplus(.) + 1e-3)`` learned per h
 initialised to ``mu``), so the symmetric part of C is positive definite and the
 equilibrium is unique (Rosen 1965). The solvers run in float32 at least (float64 stays float64).
 
+Anchored form (``anchor_fine=True``): the finest scale is not a player but is added with weight
+one, ``y = o_0 + sum_{l >= 1} w_l o_l``, the strategy weighing the coarser scales present (an
+equivalent of the fusion above with scale 0 absent, plus ``o_0``). Measured in the language-model
+benchmark (``benchmarks/lm_quality.py``, variant ``maha-nash-anchor-rope``) it trains worse than
+the plain fusion; it stays as an option for comparison.
+
 Optional cross-scale gating (paper Eq. 12), applied before fusion:
 ``z_l = sigmoid(W_g^l [o_l; o_{l+1}] + b_g^l)``, ``o_l <- z_l * o_l + (1 - z_l) * o_{l+1}``
 for ``l < L - 1`` wherever scale ``l + 1`` is present.
