@@ -40,11 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aggregation.validation import describe
-
 from .config import validate_layer_args
 from .flex import flex_enabled, flex_local_attention
-from .rotary import apply_rotary
+from .rotary import rotate_queries_keys
 
 __all__ = ["MultiscaleAttention", "cached_attention", "local_attention", "global_attention"]
 
@@ -381,7 +379,7 @@ class MultiscaleAttention(nn.Module):
         global_coarsest: the coarsest scale attends globally.
         bias: biases in the projections.
         rotary: rotate ``Q_l`` and ``K_l`` by the rows' block indices at scale l
-            (RoPE, :func:`maha.rotary.apply_rotary`), so that scale l's scores depend
+            (RoPE, :func:`maha.rotary.rotate_queries_keys`), so that scale l's scores depend
             on relative offsets in its own blocks; needs an even head width.
     """
 
@@ -400,7 +398,11 @@ class MultiscaleAttention(nn.Module):
     ) -> None:
         super().__init__()
         validate_layer_args(
-            d_model=d_model, num_heads=num_heads, num_scales=num_scales, window=window
+            d_model=d_model,
+            num_heads=num_heads,
+            num_scales=num_scales,
+            window=window,
+            rotary=rotary,
         )
         self.d_model = d_model
         self.num_heads = num_heads
@@ -408,13 +410,6 @@ class MultiscaleAttention(nn.Module):
         self.window = window
         self.global_coarsest = bool(global_coarsest)
         self.head_dim = d_model // num_heads
-        if not isinstance(rotary, bool):
-            raise TypeError(f"rotary must be a bool; received {describe(rotary)}")
-        if rotary and self.head_dim % 2:
-            raise ValueError(
-                f"rotary=True needs an even head width d_model / num_heads; received "
-                f"d_model={d_model}, num_heads={num_heads}"
-            )
         self.rotary = rotary
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.qk = nn.ModuleList(
@@ -444,7 +439,7 @@ class MultiscaleAttention(nn.Module):
         """``Q_l = X_l W_Q^l``, ``K_l = X_l W_K^l`` and the values, in head layout.
 
         With :attr:`rotary`, the row of block index ``j`` has ``Q_l``, ``K_l``
-        rotated by ``j`` (:func:`maha.rotary.apply_rotary`).
+        rotated by ``j`` (:func:`maha.rotary.rotate_queries_keys`).
 
         Args:
             scale: l.
@@ -460,7 +455,7 @@ class MultiscaleAttention(nn.Module):
         q_l, k_l = self.qk[scale](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
         q, k = self._heads(q_l), self._heads(k_l)  # (B, H, n_l, d_h) each
         if self.rotary:
-            q, k = apply_rotary(q, start), apply_rotary(k, start)
+            q, k = rotate_queries_keys(q, k, start)
         return q, k, self._heads(v_l)
 
     def forward(

@@ -45,6 +45,12 @@ def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     return lambda value, name: None if value is None else check(value, name)
 
 
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; received {describe(value)}")
+    return value
+
+
 def _dropout(value: Any, name: str) -> float:
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1); received {describe(value)}")
@@ -66,6 +72,7 @@ _LAYER_RULES: dict[str, Callable[[Any, str], Any]] = {
     "solver_tol": _optional(check_positive),
     "solver_max_iter": _optional(lambda value, name: check_int(value, name, minimum=1)),
     "dropout": _dropout,
+    "rotary": _bool,
 }
 
 
@@ -81,7 +88,9 @@ def validate_layer_args(**fields: Any) -> dict[str, Any]:
     (when both are given); ``ratio >= 2``; ``window`` None or ``>= 1``;
     ``strategy`` in :data:`STRATEGIES`; ``decomposition`` in
     :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``solver_tol`` None
-    or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``.
+    or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``;
+    ``rotary`` a bool, True only with an even head width ``d_model / num_heads``
+    (when both are given).
 
     Returns:
         The checked values by name (integers as ``int``, numbers as ``float``).
@@ -103,6 +112,12 @@ def validate_layer_args(**fields: Any) -> dict[str, Any]:
             f"d_model must be divisible by num_heads; received d_model={d_model}, "
             f"num_heads={num_heads} (remainder {d_model % num_heads})"
         )
+    if checked.get("rotary") and d_model is not None and num_heads is not None:
+        if (d_model // num_heads) % 2:
+            raise ValueError(
+                f"rotary=True needs an even head width d_model / num_heads; received "
+                f"d_model={d_model}, num_heads={num_heads} (head width {d_model // num_heads})"
+            )
     return checked
 
 
@@ -198,6 +213,7 @@ class MAHAConfig:
             solver_tol=self.solver_tol,
             solver_max_iter=self.solver_max_iter,
             dropout=self.dropout,
+            rotary=self.rotary,
         )
         check_int(self.ffn_mult, "ffn_mult", minimum=1)
         check_int(self.conv_kernel, "conv_kernel", minimum=1)
@@ -209,17 +225,11 @@ class MAHAConfig:
             "learn_mu",
             "bias",
             "causal",
-            "rotary",
             "anchor_fine",
         ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool; received {describe(value)}")
-        if self.rotary and self.head_dim % 2:
-            raise ValueError(
-                f"rotary=True needs an even head width d_model / n_head; received "
-                f"d_model={self.d_model}, n_head={self.n_head} (head width {self.head_dim})"
-            )
 
     @property
     def num_heads(self) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_BASE", "apply_rotary", "rotary_angles"]
+__all__ = ["DEFAULT_BASE", "apply_rotary", "rotary_angles", "rotate_queries_keys"]
 
 #: The base of the frequencies ``theta_i = base^(-2 i / d_h)`` (RoFormer's 10,000).
 DEFAULT_BASE = 10000.0
@@ -74,6 +74,22 @@ def rotary_angles(
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+def _rotate(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``t`` ``(..., n, d_h)`` rotated pairwise by the angles whose ``cos``/``sin`` are given."""
+    a, b = t.chunk(2, dim=-1)  # (..., n, d_h/2) each
+    return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)  # (..., n, d_h)
+
+
+def _angles_for(t: Tensor, start: int | Tensor, base: float) -> tuple[Tensor, Tensor]:
+    n, head_dim = t.shape[-2], t.shape[-1]
+    if head_dim % 2:
+        raise ValueError(
+            f"t must have an even last dimension (the head width d_h) for rotary embeddings; "
+            f"received shape {tuple(t.shape)}"
+        )
+    return rotary_angles(start, n, head_dim, dtype=t.dtype, device=t.device, base=base)
+
+
 def apply_rotary(t: Tensor, start: int | Tensor = 0, *, base: float = DEFAULT_BASE) -> Tensor:
     """``rot_p(t_p)`` for the rows ``p = start, start + 1, ...`` of ``t`` (a new tensor).
 
@@ -85,12 +101,21 @@ def apply_rotary(t: Tensor, start: int | Tensor = 0, *, base: float = DEFAULT_BA
     Returns:
         ``(..., n, d_h)``, ``t`` rotated pairwise (see the module docstring).
     """
-    n, head_dim = t.shape[-2], t.shape[-1]
-    if head_dim % 2:
-        raise ValueError(
-            f"t must have an even last dimension (the head width d_h) for rotary embeddings; "
-            f"received shape {tuple(t.shape)}"
-        )
-    cos, sin = rotary_angles(start, n, head_dim, dtype=t.dtype, device=t.device, base=base)
-    a, b = t.chunk(2, dim=-1)  # (..., n, d_h/2) each
-    return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)  # (..., n, d_h)
+    return _rotate(t, *_angles_for(t, start, base))
+
+
+def rotate_queries_keys(
+    q: Tensor, k: Tensor, start: int | Tensor = 0, *, base: float = DEFAULT_BASE
+) -> tuple[Tensor, Tensor]:
+    """``(apply_rotary(q, start), apply_rotary(k, start))`` with the angles computed once.
+
+    Args:
+        q, k: ``(..., n, d_h)`` queries and keys of the same rows (same shape and dtype).
+        start: the position of the first row.
+        base: the frequency base.
+
+    Returns:
+        The rotated ``(q, k)``.
+    """
+    cos, sin = _angles_for(q, start, base)  # (n, d_h/2) each
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)

@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from aggregation.validation import check_int, describe
 
+from .config import validate_layer_args
 from .layer import check_attention_inputs
-from .rotary import apply_rotary
+from .rotary import rotate_queries_keys
 from .streaming import KVCache, check_compile
 
 __all__ = ["StandardAttention"]
@@ -37,7 +38,7 @@ class StandardAttention(nn.Module):
         dropout: dropout on the output.
         max_length: optional longest accepted input length.
         rotary: rotate queries and keys by their token positions (RoPE,
-            :func:`maha.rotary.apply_rotary`); needs an even head width.
+            :func:`maha.rotary.rotate_queries_keys`); needs an even head width.
     """
 
     def __init__(
@@ -54,23 +55,10 @@ class StandardAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int(d_model, "d_model", minimum=1)
-        check_int(num_heads, "num_heads", minimum=1)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model must be divisible by num_heads; received d_model={d_model}, "
-                f"num_heads={num_heads}"
-            )
+        validate_layer_args(d_model=d_model, num_heads=num_heads, rotary=rotary)
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be a bool; received {describe(causal)}")
         self.d_model, self.num_heads, self.causal = d_model, num_heads, causal
-        if not isinstance(rotary, bool):
-            raise TypeError(f"rotary must be a bool; received {describe(rotary)}")
-        if rotary and (d_model // num_heads) % 2:
-            raise ValueError(
-                f"rotary=True needs an even head width d_model / num_heads; received "
-                f"d_model={d_model}, num_heads={num_heads}"
-            )
         self.rotary = rotary
         self.max_length = None if max_length is None else check_int(max_length, "max_length")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -159,7 +147,7 @@ class StandardAttention(nn.Module):
         H = self.num_heads
         q, k, v = self.qkv(x).view(batch, n, 3, H, d // H).permute(2, 0, 3, 1, 4)
         if self.rotary:
-            q, k = apply_rotary(q, start), apply_rotary(k, start)
+            q, k = rotate_queries_keys(q, k, start)
         return q, k, v
 
     def _stream(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import maha
 from maha.attention import MultiscaleAttention
-from maha.rotary import apply_rotary, rotary_angles
+from maha.rotary import apply_rotary, rotary_angles, rotate_queries_keys
 
 F64 = torch.float64
 
@@ -47,6 +47,12 @@ def test_position_zero_is_the_identity_and_a_tensor_start_is_an_int_start():
     assert cos.dtype == torch.bfloat16 and cos.shape == (4, 4)
     ref = torch.cos(torch.tensor(6.0) * 10000.0 ** (-torch.arange(4) / 4.0))  # position 6
     assert torch.allclose(cos[3].float(), ref, atol=1e-2)
+
+
+def test_queries_and_keys_share_one_set_of_angles():
+    q, k = torch.randn(2, 2, 3, 9, 8, dtype=F64)
+    rq, rk = rotate_queries_keys(q, k, 4)
+    assert torch.equal(rq, apply_rotary(q, 4)) and torch.equal(rk, apply_rotary(k, 4))
 
 
 def test_odd_head_width_is_refused():
