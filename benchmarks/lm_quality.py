@@ -22,10 +22,12 @@ the peer without its rotary embeddings. The claims compare each family with the 
 its own position scheme (:data:`FAMILIES`): the default models and the norope peer have learned
 absolute positions only, the rope family and the published peer rotate queries and keys.
 
-Parameter matching: the MAHA variants share one architecture; ``full``, ``local`` and the peer
-have no per-scale projections, decomposition or fusion, so their feed-forward width
-(``--ffn-mult``) is raised to the integer that brings their parameter count closest to
-``maha-nash``'s (disable with ``--no-match-params``).
+Parameter matching: every variant gets the feed-forward width (``--ffn-mult``) whose parameter
+count is closest to ``maha-nash``'s (disable with ``--no-match-params``). The MAHA variants with
+per-scale projections have ``maha-nash``'s architecture, so theirs is 4; ``full``, ``local`` and
+the peer have no per-scale projections, decomposition or fusion, and ``maha-nash-shared-rope``
+(``MAHAConfig.shared_qk``: one query/key projection for every scale) has no per-scale
+projections, so theirs is wider: the parameters go to the feed-forward network instead.
 
 Cache: every finished run is written (atomically) to
 ``<out-dir>/lm_runs/<variant>_seed<k>_<key>.json``, where ``key`` is a hash of every setting
@@ -82,7 +84,7 @@ LONG_SEEDS = (0, 1)
 TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
                "maha-logit", "maha-nash-learnmu", peer.VARIANT_NO_ROTARY, "full-rope",
                "local-rope", "maha-nash-rope", "maha-softmax-rope", "maha-nash-anchor-rope",
-               "maha-softmax-anchor-rope")  # fmt: skip
+               "maha-softmax-anchor-rope", "maha-nash-shared-rope")  # fmt: skip
 GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
                 "maha-logit", "maha-nash-learnmu")  # fmt: skip
 #: Benchmark variants that are a library variant with config changes (trained explicitly,
@@ -95,6 +97,7 @@ CONFIG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "maha-softmax-rope": ("maha-softmax", {"rotary": True}),
     "maha-nash-anchor-rope": ("maha-nash", {"rotary": True, "anchor_fine": True}),
     "maha-softmax-anchor-rope": ("maha-softmax", {"rotary": True, "anchor_fine": True}),
+    "maha-nash-shared-rope": ("maha-nash", {"rotary": True, "shared_qk": True}),
 }
 #: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
 WITHIN_BPB = 0.02
@@ -297,9 +300,9 @@ def count_parameters(variant: str, config: MAHAConfig, peer_block_size: int) -> 
 
 
 def ffn_mult_for(variant: str, settings: dict[str, Any]) -> int:
-    """4 for the MAHA variants; for the others (when matching) the multiplier in 1..16 whose
-    parameter count is closest to ``maha-nash``'s."""
-    if variant.startswith("maha-") or not settings["match_params"]:
+    """When matching, the multiplier in 1..16 whose parameter count is closest to
+    ``maha-nash``'s at the default 4 (so 4 for the variants of its architecture); else 4."""
+    if variant == "maha-nash" or not settings["match_params"]:
         return 4
     block = settings["peer_block_size"]
     target = count_parameters("maha-nash", model_config(settings), block)
@@ -361,7 +364,7 @@ def _cli_args(config: TrainConfig) -> list[str]:
         ["--learn-mu"] if m.learn_mu else []
     ) + (["--rotary"] if m.rotary else []) + (
         ["--anchor-fine"] if m.anchor_fine else []
-    )  # fmt: skip
+    ) + (["--shared-qk"] if m.shared_qk else [])  # fmt: skip
 
 
 def train_run(
@@ -651,6 +654,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
      ("maha-nash-rope",), "full-rope"),
     ("maha-nash-anchor-rope", ("full-rope", "local-rope", peer.VARIANT, "maha-nash-rope"),
      "maha-softmax-anchor-rope", ("maha-nash-anchor-rope",), "full-rope"),
+    ("maha-nash-shared-rope", ("full-rope", "local-rope", peer.VARIANT, "maha-nash-rope"),
+     "maha-softmax-rope", ("maha-nash-shared-rope",), "full-rope"),
 )  # fmt: skip
 
 
@@ -887,7 +892,7 @@ def write_markdown(report: dict, path: Path) -> None:
 #: One colour per model, shared by its position schemes (:func:`_line_style`).
 _MODELS = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
            "maha-logit", "maha-nash-learnmu", "maha-nash-anchor",
-           "maha-softmax-anchor")  # fmt: skip
+           "maha-softmax-anchor", "maha-nash-shared")  # fmt: skip
 
 
 def _line_style(variant: str) -> tuple[str, str]:

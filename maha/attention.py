@@ -381,6 +381,10 @@ class MultiscaleAttention(nn.Module):
         rotary: rotate ``Q_l`` and ``K_l`` by the rows' block indices at scale l
             (RoPE, :func:`maha.rotary.rotate_queries_keys`), so that scale l's scores depend
             on relative offsets in its own blocks; needs an even head width.
+        shared_qk: one projection ``W_Q, W_K`` applied to every scale's rows
+            (``Q_l = X_l W_Q``) instead of one per scale: ``2 (L - 1) d^2`` fewer parameters,
+            the same FLOPs (the downsampling is depthwise, so it does not commute with the
+            projection and each scale is still projected on its own rows).
     """
 
     def __init__(
@@ -393,6 +397,7 @@ class MultiscaleAttention(nn.Module):
         global_coarsest: bool = True,
         bias: bool = True,
         rotary: bool = False,
+        shared_qk: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -403,6 +408,7 @@ class MultiscaleAttention(nn.Module):
             num_scales=num_scales,
             window=window,
             rotary=rotary,
+            shared_qk=shared_qk,
         )
         self.d_model = d_model
         self.num_heads = num_heads
@@ -411,9 +417,11 @@ class MultiscaleAttention(nn.Module):
         self.global_coarsest = bool(global_coarsest)
         self.head_dim = d_model // num_heads
         self.rotary = rotary
+        self.shared_qk = shared_qk
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.qk = nn.ModuleList(
-            nn.Linear(d_model, 2 * d_model, bias=bias, **factory) for _ in range(num_scales)
+        self.qk = nn.ModuleList(  # one (W_Q | W_K) per scale, or one for all
+            nn.Linear(d_model, 2 * d_model, bias=bias, **factory)
+            for _ in range(1 if shared_qk else num_scales)
         )
         self.value = nn.Linear(d_model, d_model, bias=bias, **factory)
 
@@ -452,7 +460,8 @@ class MultiscaleAttention(nn.Module):
         Returns:
             ``(q, k, v)``, each ``(B, H, n_l, d_h)``.
         """
-        q_l, k_l = self.qk[scale](x_l).chunk(2, dim=-1)  # (B, n_l, d) each
+        proj = self.qk[0 if self.shared_qk else scale]
+        q_l, k_l = proj(x_l).chunk(2, dim=-1)  # (B, n_l, d) each
         q, k = self._heads(q_l), self._heads(k_l)  # (B, H, n_l, d_h) each
         if self.rotary:
             q, k = rotate_queries_keys(q, k, start)
@@ -497,4 +506,5 @@ class MultiscaleAttention(nn.Module):
             f"d_model={self.d_model}, num_heads={self.num_heads}, num_scales={self.num_scales}, "
             f"window={self.window}, global_coarsest={self.global_coarsest}"
             + (", rotary=True" if self.rotary else "")
+            + (", shared_qk=True" if self.shared_qk else "")
         )

@@ -73,6 +73,7 @@ _LAYER_RULES: dict[str, Callable[[Any, str], Any]] = {
     "solver_max_iter": _optional(lambda value, name: check_int(value, name, minimum=1)),
     "dropout": _dropout,
     "rotary": _bool,
+    "shared_qk": _bool,
 }
 
 
@@ -90,7 +91,7 @@ def validate_layer_args(**fields: Any) -> dict[str, Any]:
     :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``solver_tol`` None
     or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``;
     ``rotary`` a bool, True only with an even head width ``d_model / num_heads``
-    (when both are given).
+    (when both are given); ``shared_qk`` a bool.
 
     Returns:
         The checked values by name (integers as ``int``, numbers as ``float``).
@@ -167,6 +168,9 @@ class MAHAConfig:
         anchor_fine: the finest scale enters the fused output with weight one and the
             fusion strategy weighs only the coarser scales,
             ``y = o_0 + sum_{l >= 1} w_l o_l`` (:class:`maha.fusion.ScaleFusion`).
+        shared_qk: one query/key projection ``W_Q, W_K`` for every scale instead of one per
+            scale (:class:`maha.attention.MultiscaleAttention`): ``2 (L - 1) d^2`` fewer
+            parameters per layer, the same FLOPs.
     """
 
     vocab_size: int = 256
@@ -195,6 +199,7 @@ class MAHAConfig:
     causal: bool = True
     rotary: bool = False
     anchor_fine: bool = False
+    shared_qk: bool = False
 
     def __post_init__(self) -> None:
         check_int(self.vocab_size, "vocab_size", minimum=1)
@@ -214,6 +219,7 @@ class MAHAConfig:
             solver_max_iter=self.solver_max_iter,
             dropout=self.dropout,
             rotary=self.rotary,
+            shared_qk=self.shared_qk,
         )
         check_int(self.ffn_mult, "ffn_mult", minimum=1)
         check_int(self.conv_kernel, "conv_kernel", minimum=1)

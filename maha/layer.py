@@ -183,6 +183,7 @@ class MAHAAttention(nn.Module):
         max_length: optional longest accepted input length.
         rotary: rotary position embeddings of every scale's queries and keys by the
             scale's block index (:mod:`maha.rotary`); needs an even head width.
+        shared_qk: one query/key projection for every scale instead of one per scale.
 
     The arguments are validated once, as the fields of a :class:`maha.MAHAConfig`
     (``num_heads`` is its ``n_head``); :meth:`from_config` builds the same layer
@@ -254,6 +255,7 @@ class MAHAAttention(nn.Module):
         dropout: float = 0.0,
         max_length: int | None = None,
         rotary: bool = False,
+        shared_qk: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -279,6 +281,7 @@ class MAHAAttention(nn.Module):
             bias=bias,
             causal=causal,
             rotary=rotary,
+            shared_qk=shared_qk,
             **({} if max_length is None else {"block_size": max_length}),
         )
         self._build(config, max_length, device, dtype)
@@ -340,6 +343,7 @@ class MAHAAttention(nn.Module):
             global_coarsest=config.global_coarsest,
             bias=config.bias,
             rotary=config.rotary,
+            shared_qk=config.shared_qk,
             **factory,
         )
         self.fusion = ScaleFusion.from_config(config, **factory)

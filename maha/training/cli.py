@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the finest scale added with weight one; the fusion weighs the coarser scales",
     )
+    m.add_argument(
+        "--shared-qk",
+        action="store_true",
+        help="one query/key projection for every scale (fewer parameters, same FLOPs)",
+    )
     m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--ffn-mult", type=int, default=4)
     o = p.add_argument_group("optimisation")
@@ -148,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learn_mu=args.learn_mu,
         rotary=args.rotary,
         anchor_fine=args.anchor_fine,
+        shared_qk=args.shared_qk,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,
     )

@@ -29,7 +29,8 @@ def reference_layer(layer: maha.MAHAAttention, x: torch.Tensor, causal: bool) ->
     Depthwise strided conv over zero-padded blocks; per-scale Q_l, K_l; one
     shared V downsampled by the same conv; dense masked softmax (window on
     the fine scales, global on the coarsest); causal block selection by block
-    end; the mean of the present scales; output projection.
+    end; the mean of the present scales; output projection. With ``shared_qk`` every
+    scale is projected by the first (and only) ``W_Q, W_K``.
     """
     B, n, d = x.shape
     L, r, H, w = layer.num_scales, layer.ratio, layer.num_heads, layer.window
@@ -54,7 +55,7 @@ def reference_layer(layer: maha.MAHAAttention, x: torch.Tensor, causal: bool) ->
     outs = []
     for l in range(L):
         n_l = xs[l].shape[1]
-        proj = layer.attention.qk[l]
+        proj = layer.attention.qk[0 if layer.attention.shared_qk else l]
         q, k = F.linear(xs[l], proj.weight, proj.bias).chunk(2, -1)
         q, k, v = (t.reshape(B, n_l, H, dh) for t in (q, k, vs[l]))
         scores = torch.einsum("bjhe,bkhe->bhjk", q, k) / math.sqrt(dh)
@@ -124,10 +125,11 @@ def test_window_covering_the_sequence_equals_direct_reference(causal, num_scales
     torch.testing.assert_close(layer(x), reference_layer(layer, x, causal), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shared_qk", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(("window", "n"), [(1, 9), (2, 11), (3, 20), (5, 33)])
-def test_small_window_equals_direct_reference(causal, window, n):
-    layer = _layer("mean", 3, 2, window=window, causal=causal, seed=window)
+def test_small_window_equals_direct_reference(causal, window, n, shared_qk):
+    layer = _layer("mean", 3, 2, window=window, causal=causal, seed=window, shared_qk=shared_qk)
     x = torch.randn(2, n, D, dtype=torch.float64)
     torch.testing.assert_close(layer(x), reference_layer(layer, x, causal), rtol=1e-12, atol=1e-12)
 
