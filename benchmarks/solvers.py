@@ -166,14 +166,13 @@ class _Timeout(Exception):
 
 
 @contextmanager
-def time_limit(seconds: float):
-    """Interrupt a pure-Python peer (nashpy's pivoting can cycle forever)."""
+def alarm_handler():
+    """While active, SIGALRM raises :class:`_Timeout` (armed per call by :func:`time_peer`)."""
 
     def handler(signum, frame):
         raise _Timeout
 
     previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
@@ -182,22 +181,32 @@ def time_limit(seconds: float):
 
 
 def time_peer(name: str, call: Callable[[Any], Any], items: list, progress: bool, limit: float):
-    """Mean seconds per item of ``call``; items that time out count at the limit."""
+    """Mean seconds per item of ``call``; items that time out count at the limit.
+
+    The clock covers the call alone: the timer that interrupts a pure-Python peer (nashpy's
+    pivoting can cycle forever) is armed before the clock starts and disarmed after it stops,
+    so its cost (about 15 us per call with the handler installed per call, measured against
+    QuantEcon's 10 us games) is not charged to the peer.
+    """
     from tqdm import tqdm
 
     failures = 0
     total = 0.0
     bar = tqdm(items, desc=f"  {name}", leave=False, disable=not progress, file=sys.stderr)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), alarm_handler():
         warnings.simplefilter("ignore")
         for item in bar:
+            signal.setitimer(signal.ITIMER_REAL, limit)
             start = time.perf_counter()
             try:
-                with time_limit(limit):
-                    call(item)
+                call(item)
+                elapsed = time.perf_counter() - start
             except _Timeout:
                 failures += 1
-            total += time.perf_counter() - start
+                elapsed = limit
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            total += elapsed
     return total / max(len(items), 1), failures
 
 
