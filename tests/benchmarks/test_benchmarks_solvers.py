@@ -49,3 +49,34 @@ def test_solver_benchmark_quantecon_rows(tmp_path):
         assert row["size"] == "3x3" and row["target"] == 3.0
         assert row["counts_identical"]  # random games: the same equilibria as QuantEcon
         assert row["met"] == (row["ratio_vs_fastest"] >= 3.0)
+
+
+def _solvers_module():
+    import importlib.util
+    import sys
+
+    from _benchmark_run import BENCHMARKS
+
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("solvers_bench", BENCHMARKS / "solvers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_peer_times_the_call_alone_and_counts_a_timeout_at_the_limit():
+    import time
+
+    solvers = _solvers_module()
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    # a call that ends in time is charged its own duration (not the timer's arming) ...
+    mean, failures = solvers.time_peer("spin", spin, [0.02, 0.04], False, 5.0)
+    assert failures == 0 and 0.03 <= mean < 0.03 + 0.02  # slack: a busy machine
+    # ... and one that runs past the limit is interrupted and counted at the limit
+    mean, failures = solvers.time_peer("spin", spin, [10.0, 0.0], False, 0.05)
+    assert failures == 1 and mean == pytest.approx(0.025, abs=1e-3)
