@@ -62,6 +62,7 @@ from pathlib import Path
 import torch
 
 import maha
+from maha import fused_cpu
 from maha.flex import flex_enabled, use_flex
 from maha.flops import count_flops, layer_flops, standard_attention_flops
 from maha.fusion_ops import ScaleRows
@@ -92,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="windowed scales: auto = FlexAttention on CUDA, blocked elsewhere (maha/flex.py)",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument(
+        "--no-fused-cpu",
+        action="store_true",
+        help="the fusion's PyTorch loops instead of its numba kernels (maha/fused_cpu.py)",
+    )
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     p.add_argument(
@@ -400,7 +406,9 @@ def markdown(report: dict) -> str:
         f"d={cfg['d_model']}, heads={cfg['heads']}, scales={cfg['scales']}, r={cfg['ratio']}, "
         f"window={cfg['window']}, strategy={cfg['strategy']}, causal, batch={cfg['batch']}, "
         f"device={cfg['device']}{' (' + cfg['gpu'] + ')' if cfg.get('gpu') else ''}, "
-        f"local windows: {cfg['local_path']}, threads={cfg['threads']}. "
+        f"local windows: {cfg['local_path']}, "
+        + (f"fusion kernels: {cfg['fusion_kernels']}, " if cfg.get("fusion_kernels") else "")
+        + f"threads={cfg['threads']}. "
         f"Generated {report['generated']} on {report['machine']}.",
         "",
         "| length | core FLOPs saved | layer FLOPs saved | fwd MAHA / SDPA (ms) | fwd speed-up "
@@ -578,10 +586,24 @@ def _inductor_threads() -> int:
     return torch.get_num_threads() if threads < 1 else threads
 
 
+def fusion_kernels_name() -> str:
+    """Which kernels the CPU fusion runs: numba's (with its version) or PyTorch's loops."""
+    if fused_cpu.available():
+        return f"numba {fused_cpu.numba.__version__}"
+    return "PyTorch loops"
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_fused_cpu:  # here and in the memory subprocesses (they inherit the variable)
+        os.environ["MAHA_FUSED_CPU"] = "0"
+    with fused_cpu.use_fused_cpu(fused_cpu.available() and not args.no_fused_cpu):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     rows = []
     for n in args.lengths:
         row: dict[str, object] = {"length": n, "flops": flops(args, n)}
@@ -637,6 +659,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch": args.batch,
         "device": args.device,
         "local_path": local_path_name(args),
+        "fusion_kernels": fusion_kernels_name() if args.device == "cpu" else None,
         "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None,
         "threads": torch.get_num_threads(),
         "reps": args.reps,

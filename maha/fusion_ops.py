@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import fused_cpu
 from .scales import block_span, upsample, upsample_presence
 
 __all__ = ["ScaleRows", "scale_rows", "game_features", "mix", "stack_scales"]
@@ -243,13 +244,15 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: ScaleRows, *outs: Tensor) -> Tensor:
         batch, n, heads, L, dh = rows.shape
+        ctx.rows = rows.geometry()
+        ctx.save_for_backward(*outs)
+        if fused_cpu.applies(L, *outs):  # one loop nest (numba), pinned to the loop below
+            return fused_cpu.gram_forward(outs, n, rows.ratio, rows.causal)
         ref = outs[0]
         gram = ref.new_empty(batch, n, heads, L, L)  # (B, n, H, L, L)
         for lo, hi in rows.chunks:
             o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
             gram[:, lo:hi] = torch.matmul(o, o.transpose(-1, -2))
-        ctx.rows = rows.geometry()
-        ctx.save_for_backward(*outs)
         return gram
 
     @staticmethod
@@ -257,6 +260,8 @@ class _Gram(torch.autograd.Function):
         rows: ScaleRows = ctx.rows
         outs = ctx.saved_tensors
         _, n, _, L, _ = rows.shape
+        if fused_cpu.applies(L, grad_gram, *outs) and not torch.is_grad_enabled():
+            return (None, *fused_cpu.gram_backward(outs, grad_gram, n, rows.ratio, rows.causal))
         sym = grad_gram + grad_gram.transpose(-1, -2)  # (B, n, H, L, L): dG_lk + dG_kl
         grads = [torch.zeros_like(out) for out in outs]
         for l in range(L):
@@ -302,6 +307,10 @@ class _Mix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: ScaleRows, w: Tensor, *outs: Tensor) -> Tensor:
         batch, n, heads, L, dh = rows.shape
+        ctx.rows = rows.geometry()
+        ctx.save_for_backward(w, *outs)
+        if fused_cpu.applies(L, w, *outs):  # one loop nest (numba), pinned to the loop below
+            return fused_cpu.mix_forward(outs, w, n, rows.ratio, rows.causal)
         y = outs[0].new_empty(batch, n, heads, dh)  # (B, n, H, d_h)
         torch.mul(w[..., 0].unsqueeze(-1), outs[0], out=y)  # scale 0: one row per position
         for l in range(1, L):
@@ -315,8 +324,6 @@ class _Mix(torch.autograd.Function):
                 )
             if rest:
                 y[:, end:].addcmul_(w[:, end:, :, l].unsqueeze(-1), outs[l][:, full : full + 1])
-        ctx.rows = rows.geometry()
-        ctx.save_for_backward(w, *outs)
         return y
 
     @staticmethod
@@ -324,6 +331,9 @@ class _Mix(torch.autograd.Function):
         rows: ScaleRows = ctx.rows
         w, *outs = ctx.saved_tensors
         batch, n, heads, L, dh = rows.shape
+        if fused_cpu.applies(L, grad, w, *outs) and not torch.is_grad_enabled():
+            grad_w, grads = fused_cpu.mix_backward(outs, w, grad, n, rows.ratio, rows.causal)
+            return (None, grad_w if ctx.needs_input_grad[1] else None, *grads)
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         grads = [torch.zeros_like(out) for out in outs]
         for l, out in enumerate(outs):

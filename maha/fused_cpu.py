@@ -1,0 +1,314 @@
+"""Fused CPU kernels of the fusion step, compiled by numba (optional: ``pip install .[fast]``).
+
+The Gram matrices and the mix of the scale outputs (:mod:`maha.fusion_ops`) are short
+products over ``d_h`` at every position, head and pair of scales: in PyTorch every pass
+over the ``(B, n, H, L, ...)`` operands is a memory-bound sweep of its own, and the
+fusion then costs a fifth of the layer's time. Here each is one loop nest that reads
+the scales' own rows once and writes its result once:
+
+- ``gram_forward``: ``G[b, t, h, l, k] = <o_l(t), o_k(t)>``. For ``l <= k`` the pair
+  depends on position ``t`` only through the row ``j_l(t)`` of the finer scale (the
+  block rule below), so it is computed once per row of scale ``l`` and written to the
+  ``r^l`` positions of its block: ``sum_l n_l (L - l)`` products of ``d_h`` instead of
+  ``n L^2``.
+- ``gram_backward``: with ``S = dG + dG^T``, ``S_lk`` summed over the positions of each
+  row ``j`` of scale ``l`` (``sigma``), then ``dO_l[j] += sigma o_k[j_k]`` and
+  ``dO_k[j_k] += sigma o_l[j]`` (for ``l = k`` the first alone: ``S_ll = 2 dG_ll``).
+- ``mix_forward``: ``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``.
+- ``mix_backward``: ``dw[b, t, h, l] = <dy[b, t, h], o_l(t)>`` and
+  ``dO_l[j] += sum_{t in block j} w[b, t, h, l] dy[b, t, h]``.
+
+Block rule (:func:`maha.scales.block_span`): row ``j`` of scale ``l`` (``f = r^l``
+positions per block) serves the positions ``[s + j f, s + (j + 1) f)`` with
+``s = f - 1`` in causal mode and ``0`` otherwise; before ``s`` the scale is absent
+(its row reads as zero). For ``k >= l`` and ``m = r^(k - l)`` the row of scale ``k``
+at those positions is ``j_k = (j + c) // m - c`` with ``c = 1`` causal, ``0`` otherwise.
+
+The scale outputs are passed head-major, ``(B, H, n_l, d_h)`` (the attention's own
+layout), so consecutive rows of one head are adjacent in memory; the loops run in
+parallel over the ``B H`` (batch, head) pairs, whose outputs are disjoint. Products
+accumulate in the operands' dtype, as PyTorch's products do.
+
+:mod:`maha.fusion_ops` uses these kernels for CPU tensors of float32 or float64 when
+numba is installed, outside ``torch.compile`` tracing and outside a double backward;
+the PyTorch loops there stay the reference and the fallback
+(``tests/maha/test_fused_cpu.py`` pins the two to each other), and
+:func:`use_fused_cpu` switches the kernels off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:  # optional: the pure-PyTorch loops of maha.fusion_ops are the fallback
+    import numba
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    numba = None
+
+__all__ = [
+    "available",
+    "gram_backward",
+    "gram_forward",
+    "mix_backward",
+    "mix_forward",
+    "use_fused_cpu",
+]
+
+_ENABLED = os.environ.get("MAHA_FUSED_CPU", "1") != "0"
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}  # the dtypes the kernels take
+
+
+def available() -> bool:
+    """Whether the kernels can run: numba is installed and they are not switched off."""
+    return numba is not None and _ENABLED
+
+
+@contextlib.contextmanager
+def use_fused_cpu(enabled: bool) -> Iterator[None]:
+    """Switch the numba kernels on or off inside the ``with`` block (for tests and timings).
+
+    The environment variable ``MAHA_FUSED_CPU=0`` switches them off for a whole process.
+    """
+    global _ENABLED
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool; received {type(enabled).__name__}")
+    previous, _ENABLED = _ENABLED, enabled
+    try:
+        yield
+    finally:
+        _ENABLED = previous
+
+
+def applies(num_scales: int, *tensors: Tensor) -> bool:
+    """Whether the kernels serve these tensors: available, at most :data:`MAX_SCALES` scales,
+    CPU, float32/float64, not traced by ``torch.compile``."""
+    if not available() or num_scales > MAX_SCALES or torch.compiler.is_compiling():
+        return False
+    return all(t.device.type == "cpu" and t.dtype in _NUMPY for t in tensors)
+
+
+if numba is not None:
+    # reassociation lets the d_h loops vectorise; no flag that changes NaN or inf handling
+    _jit = numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+
+    @numba.njit(cache=True, nogil=True)
+    def _geometry(L, ratio, causal):  # pragma: no cover - compiled
+        """Per scale: positions per block ``f_l`` and the first served position ``s_l``."""
+        f = np.empty(L, np.int64)
+        s = np.empty(L, np.int64)
+        for l in range(L):
+            f[l] = ratio**l
+            s[l] = f[l] - 1 if causal else 0
+        return f, s
+
+    @_jit
+    def _gram_forward(outs, L, n, ratio, causal, gram, zero):  # pragma: no cover - compiled
+        B, H, _, dh = outs[0].shape
+        c = 1 if causal else 0
+        f, s = _geometry(L, ratio, causal)
+        for bh in numba.prange(B * H):
+            b, h = bh // H, bh % H
+            pair = np.zeros((L, L), gram.dtype)  # the pairs of the current blocks
+            for t in range(n):
+                g = gram[b, t, h]  # (L, L)
+                for l in range(L):
+                    if t < s[l]:  # scale l absent, and so every coarser one
+                        for k in range(l, L):
+                            g[l, k] = zero
+                            g[k, l] = zero
+                        continue
+                    j = (t - s[l]) // f[l]
+                    if (t - s[l]) % f[l] == 0:  # the first position of block j
+                        ol = outs[l][b, h, j]
+                        for k in range(l, L):
+                            jk = (j + c) // (f[k] // f[l]) - c
+                            acc = zero
+                            if jk >= 0:
+                                ok = outs[k][b, h, jk]
+                                for d in range(dh):
+                                    acc += ol[d] * ok[d]
+                            pair[l, k] = acc
+                    for k in range(l, L):
+                        g[l, k] = pair[l, k]
+                        g[k, l] = pair[l, k]
+
+    @_jit
+    def _gram_backward(outs, L, grad, n, ratio, causal, grads, zero):  # pragma: no cover
+        B, H, _, dh = outs[0].shape
+        c = 1 if causal else 0
+        f, s = _geometry(L, ratio, causal)
+        for bh in numba.prange(B * H):
+            b, h = bh // H, bh % H
+            sigma = np.zeros((L, L), grad.dtype)  # S summed over the current blocks
+            for t in range(n):
+                gt = grad[b, t, h]  # (L, L)
+                for l in range(L):
+                    if t < s[l]:
+                        continue
+                    for k in range(l, L):
+                        sigma[l, k] += gt[l, k] + gt[k, l]
+                    if (t - s[l]) % f[l] != f[l] - 1 and t != n - 1:
+                        continue
+                    # the last position of block j: apply its sums
+                    j = (t - s[l]) // f[l]
+                    ol, gl = outs[l][b, h, j], grads[l][b, h, j]
+                    for k in range(l, L):
+                        jk = (j + c) // (f[k] // f[l]) - c
+                        sg = sigma[l, k]
+                        sigma[l, k] = zero
+                        if jk < 0:
+                            continue
+                        if k == l:
+                            for d in range(dh):
+                                gl[d] += sg * ol[d]
+                        else:
+                            ok, gk = outs[k][b, h, jk], grads[k][b, h, jk]
+                            for d in range(dh):
+                                gl[d] += sg * ok[d]
+                                gk[d] += sg * ol[d]
+
+    @_jit
+    def _mix_forward(outs, L, w, n, ratio, causal, y, zero):  # pragma: no cover - compiled
+        B, H, _, dh = outs[0].shape
+        f, s = _geometry(L, ratio, causal)
+        for bh in numba.prange(B * H):
+            b, h = bh // H, bh % H
+            for t in range(n):
+                yt = y[b, t, h]  # (d_h,)
+                for d in range(dh):
+                    yt[d] = zero
+                for l in range(L):
+                    if t < s[l]:
+                        break  # absent here, and so every coarser scale
+                    ol = outs[l][b, h, (t - s[l]) // f[l]]
+                    wt = w[b, t, h, l]
+                    for d in range(dh):
+                        yt[d] += wt * ol[d]
+
+    @_jit
+    def _mix_backward(outs, L, w, grad, n, ratio, causal, grad_w, grads, zero):  # pragma: no cover
+        B, H, _, dh = outs[0].shape
+        f, s = _geometry(L, ratio, causal)
+        for bh in numba.prange(B * H):
+            b, h = bh // H, bh % H
+            for t in range(n):
+                dy = grad[b, t, h]  # (d_h,)
+                for l in range(L):
+                    if t < s[l]:
+                        grad_w[b, t, h, l] = zero
+                        continue
+                    j = (t - s[l]) // f[l]
+                    ol, gl = outs[l][b, h, j], grads[l][b, h, j]
+                    wt = w[b, t, h, l]
+                    acc = zero
+                    for d in range(dh):
+                        acc += dy[d] * ol[d]
+                        gl[d] += wt * dy[d]
+                    grad_w[b, t, h, l] = acc
+
+
+#: The kernels take the scales as a tuple of this many arrays (padded with empty ones), so
+#: that one compiled signature per dtype serves every number of scales; more fall back.
+MAX_SCALES = 8
+
+
+def _padded(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    filler = np.empty((0, 0, 0, 0), dtype=arrays[0].dtype)
+    return (*arrays, *([filler] * (MAX_SCALES - len(arrays))))
+
+
+def _head_major(outs: Sequence[Tensor]) -> tuple[np.ndarray, ...]:
+    """The scale outputs ``(B, n_l, H, d_h)`` as numpy arrays ``(B, H, n_l, d_h)`` (views
+    where the storage is head-major already, as the attention writes it)."""
+    return tuple(o.detach().permute(0, 2, 1, 3).contiguous().numpy() for o in outs)
+
+
+def _zero(t: Tensor) -> np.floating:
+    """A zero of ``t``'s dtype: the kernels' accumulators take its type."""
+    return _NUMPY[t.dtype](0)
+
+
+@contextlib.contextmanager
+def _threads() -> Iterator[None]:
+    """Run a kernel on torch's thread count, and leave torch's count as it was.
+
+    Numba's OpenMP threading layer sets the process's OpenMP thread count when it starts
+    (to ``NUMBA_NUM_THREADS``), which torch reads as its own: without the restore, the
+    first kernel call would silently change ``torch.get_num_threads()``.
+    """
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
+def gram_forward(outs: Sequence[Tensor], length: int, ratio: int, causal: bool) -> Tensor:
+    """``G[b, t, h, l, k] = <o_l(t), o_k(t)>``, ``(B, n, H, L, L)``, from the scale outputs
+    ``O_l`` ``(B, n_l, H, d_h)`` (see the module docstring for the block rule)."""
+    batch, _, heads, _ = outs[0].shape
+    L = len(outs)
+    gram = torch.empty(batch, length, heads, L, L, dtype=outs[0].dtype)  # (B, n, H, L, L)
+    heads_first = _padded(_head_major(outs))
+    with _threads():
+        _gram_forward(heads_first, L, length, ratio, causal, gram.numpy(), _zero(gram))
+    return gram
+
+
+def gram_backward(
+    outs: Sequence[Tensor], grad: Tensor, length: int, ratio: int, causal: bool
+) -> list[Tensor]:
+    """The gradients ``dO_l`` ``(B, n_l, H, d_h)`` of :func:`gram_forward` for ``grad``
+    ``(B, n, H, L, L)``."""
+    heads_first = _head_major(outs)
+    grads = [np.zeros_like(o) for o in heads_first]  # (B, H, n_l, d_h) each
+    grad_np = grad.detach().contiguous().numpy()
+    L, zero = len(outs), _zero(grad)
+    with _threads():
+        _gram_backward(
+            _padded(heads_first), L, grad_np, length, ratio, causal, _padded(grads), zero
+        )
+    return [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]
+
+
+def mix_forward(outs: Sequence[Tensor], w: Tensor, length: int, ratio: int, causal: bool) -> Tensor:
+    """``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``, ``(B, n, H, d_h)``; ``w`` ``(B, n, H, L)``."""
+    batch, _, heads, dh = outs[0].shape
+    y = torch.empty(batch, length, heads, dh, dtype=outs[0].dtype)  # (B, n, H, d_h)
+    w_np = w.detach().contiguous().numpy()
+    heads_first = _padded(_head_major(outs))
+    with _threads():
+        _mix_forward(heads_first, len(outs), w_np, length, ratio, causal, y.numpy(), _zero(y))
+    return y
+
+
+def mix_backward(
+    outs: Sequence[Tensor], w: Tensor, grad: Tensor, length: int, ratio: int, causal: bool
+) -> tuple[Tensor, list[Tensor]]:
+    """``(dw, [dO_l])`` of :func:`mix_forward` for ``grad`` ``(B, n, H, d_h)``:
+    ``(B, n, H, L)`` and ``(B, n_l, H, d_h)`` each."""
+    heads_first = _head_major(outs)
+    grads = [np.zeros_like(o) for o in heads_first]
+    grad_w = torch.empty(w.shape, dtype=w.dtype)  # (B, n, H, L)
+    with _threads():
+        _mix_backward(
+            _padded(heads_first),
+            len(outs),
+            w.detach().contiguous().numpy(),
+            grad.detach().contiguous().numpy(),
+            length,
+            ratio,
+            causal,
+            grad_w.numpy(),
+            _padded(grads),
+            _zero(grad_w),
+        )
+    return grad_w, [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]

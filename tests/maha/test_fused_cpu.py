@@ -1,0 +1,149 @@
+"""The numba kernels of the fusion (``maha.fused_cpu``) against the PyTorch loops.
+
+Both paths of ``maha.fusion_ops`` compute the same Gram matrices, mix and gradients:
+values and gradients agree (float64 to rounding, float32 within 1e-5) on every geometry
+(lengths that are not multiples of the block size, one to four scales, ratios 2 and 3,
+causal or not, several batch rows and heads), the kernels are actually taken where they
+apply, and a double backward (which they do not provide) falls back to the loops.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import maha
+from maha import fused_cpu
+from maha.fusion_ops import game_features, mix, scale_rows
+
+pytest.importorskip("numba")
+
+
+def _case(n, L, r, causal, dtype, batch=2, heads=3, dh=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [n]
+    for _ in range(L - 1):
+        lengths.append(-(-lengths[-1] // r))
+    outs = [  # head-major storage, as the attention writes it: (B, n_l, H, d_h) views
+        torch.randn(batch, heads, m, dh, dtype=dtype, generator=gen).transpose(1, 2)
+        for m in lengths
+    ]
+    w = torch.rand(batch, n, heads, L, dtype=dtype, generator=gen)
+    u = torch.randn(heads, L, dh, dtype=dtype, generator=gen)
+    return outs, w, u
+
+
+def _run(outs, w, u, n, r, causal, fused, create_graph=False):
+    outs = [o.detach().requires_grad_() for o in outs]
+    w = w.detach().requires_grad_()
+    with fused_cpu.use_fused_cpu(fused):
+        rows, _ = scale_rows(outs, [None] * len(outs), n, r, causal=causal)
+        scores, gram = game_features(rows, u)
+        y = mix(rows, w)
+        gen = torch.Generator().manual_seed(7)
+        loss = (gram * torch.randn(gram.shape, dtype=gram.dtype, generator=gen)).sum()
+        loss = loss + (y * torch.randn(y.shape, dtype=y.dtype, generator=gen)).sum()
+        loss = loss + scores.sum()
+        grads = torch.autograd.grad(loss, [w, *outs], create_graph=create_graph)
+    return [gram, y, *grads]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    L=st.integers(1, 4),
+    r=st.sampled_from([2, 3]),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_kernels_equal_the_pytorch_loops_float64(n, L, r, causal, seed):
+    outs, w, u = _case(n, L, r, causal, torch.float64, seed=seed)
+    ref = _run(outs, w, u, n, r, causal, fused=False)
+    got = _run(outs, w, u, n, r, causal, fused=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_kernels_equal_the_pytorch_loops_float32(causal):
+    outs, w, u = _case(300, 4, 2, causal, torch.float32, batch=1, heads=4, dh=64)
+    ref = _run(outs, w, u, 300, 2, causal, fused=False)
+    got = _run(outs, w, u, 300, 2, causal, fused=True)
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_the_kernels_are_taken_where_they_apply(monkeypatch):
+    calls = []
+    for name in ("gram_forward", "gram_backward", "mix_forward", "mix_backward"):
+        original = getattr(fused_cpu, name)
+        monkeypatch.setattr(
+            fused_cpu, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a)
+        )
+    outs, w, u = _case(17, 3, 2, True, torch.float64)
+    _run(outs, w, u, 17, 2, True, fused=True)
+    assert sorted(calls) == ["gram_backward", "gram_forward", "mix_backward", "mix_forward"]
+    calls.clear()
+    _run(outs, w, u, 17, 2, True, fused=False)
+    assert calls == []
+    many = fused_cpu.MAX_SCALES + 1  # more scales than the kernels take: the loops
+    outs, w, u = _case(20, many, 2, False, torch.float64)
+    _run(outs, w, u, 20, 2, False, fused=True)
+    assert calls == []
+
+
+def test_double_backward_falls_back_to_the_loops():
+    outs, w, u = _case(13, 3, 2, True, torch.float64)
+    ref = _run(outs, w, u, 13, 2, True, fused=False, create_graph=True)
+    got = _run(outs, w, u, 13, 2, True, fused=True, create_graph=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert got[2].requires_grad  # a graph of the gradient: the loops' backward ran
+
+
+@pytest.mark.parametrize("strategy", ["nash", "softmax"])
+def test_the_layer_with_and_without_kernels(strategy):
+    torch.manual_seed(0)
+    layer = maha.MAHAAttention(16, 2, 3, 2, 4, strategy, True).double()
+    x = torch.randn(2, 37, 16, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fused in (False, True):
+        with fused_cpu.use_fused_cpu(fused):
+            y = layer(x)
+            (g,) = torch.autograd.grad(y.square().sum(), x)
+        results.append((y, g))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_use_fused_cpu_takes_a_bool():
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        with fused_cpu.use_fused_cpu(1):
+            pass
+
+
+_THREADS_SCRIPT = """
+import torch, maha
+torch.set_num_threads({threads})
+layer = maha.MAHAAttention(16, 2, 3, 2, 4, "nash", True)
+layer(torch.randn(1, 40, 16, requires_grad=True)).sum().backward()  # numba starts its threads
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_kernels_leave_torch_thread_count_as_it_was(threads):
+    """In a fresh process: numba's OpenMP layer resets the count when it starts."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _THREADS_SCRIPT.format(threads=threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout.split()[-1]) == threads
