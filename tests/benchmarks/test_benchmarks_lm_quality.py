@@ -1,24 +1,18 @@
 """The LM-quality benchmark: its run cache, its report and its two-standard-deviation claims."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-from _benchmark_run import BENCHMARKS, run_benchmark
+from _benchmark_run import load_benchmark, run_benchmark
 
 pytest.importorskip("matplotlib")
 
 
 @pytest.fixture(scope="module")
 def lmq():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("lm_quality", BENCHMARKS / "lm_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lm_quality")
 
 
 def _runs(out: Path) -> dict[str, float]:

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from _benchmark_run import run_benchmark
+from _benchmark_run import load_benchmark, run_benchmark
 
 pytest.importorskip("nashpy")
 pytest.importorskip("pygambit")
@@ -51,23 +51,10 @@ def test_solver_benchmark_quantecon_rows(tmp_path):
         assert row["met"] == (row["ratio_vs_fastest"] >= 3.0)
 
 
-def _solvers_module():
-    import importlib.util
-    import sys
-
-    from _benchmark_run import BENCHMARKS
-
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("solvers_bench", BENCHMARKS / "solvers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_time_peer_times_the_call_alone_and_counts_a_timeout_at_the_limit():
     import time
 
-    solvers = _solvers_module()
+    solvers = load_benchmark("solvers")
 
     def spin(seconds):
         end = time.perf_counter() + seconds

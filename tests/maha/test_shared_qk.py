@@ -49,7 +49,7 @@ def test_shared_layer_has_l_minus_one_projections_fewer():
 
 
 @pytest.mark.parametrize("rotary", [False, True])
-def test_shared_models_stream_and_decode_as_they_run_in_parallel(rotary, fresh_dynamo):
+def test_shared_models_stream_and_decode_as_they_run_in_parallel(rotary, streams_like_parallel):
     torch.manual_seed(2)
     config = maha.MAHAConfig(
         vocab_size=40, block_size=96, n_layer=2, n_head=2, d_model=16, num_scales=3,
@@ -57,13 +57,7 @@ def test_shared_models_stream_and_decode_as_they_run_in_parallel(rotary, fresh_d
     )  # fmt: skip
     model = maha.build_model("maha-nash", config).double().eval()
     idx = torch.randint(0, 40, (2, 41), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        parallel = model(idx)
-        for compile in (False, True):
-            cache = model.init_cache(2, compile=compile, compile_backend="eager")
-            outs = [model(idx[:, :13], cache=cache)]
-            outs += [model(idx[:, t : t + 1], cache=cache) for t in range(13, 41)]
-            assert float((torch.cat(outs, 1) - parallel).abs().max()) <= 1e-10
+    streams_like_parallel(model, idx)
 
 
 def test_shared_qk_must_be_a_bool():
