@@ -74,6 +74,18 @@ _LAYER_RULES: dict[str, Callable[[Any, str], Any]] = {
     "dropout": _dropout,
     "rotary": _bool,
     "shared_qk": _bool,
+    **{
+        name: _bool
+        for name in (
+            "global_coarsest",
+            "gating",
+            "asymmetric",
+            "learn_mu",
+            "bias",
+            "causal",
+            "anchor_fine",
+        )
+    },  # fmt: skip
 }
 
 
@@ -91,7 +103,8 @@ def validate_layer_args(**fields: Any) -> dict[str, Any]:
     :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``solver_tol`` None
     or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``;
     ``rotary`` a bool, True only with an even head width ``d_model / num_heads``
-    (when both are given); ``shared_qk`` a bool.
+    (when both are given); ``shared_qk``, ``global_coarsest``, ``gating``,
+    ``asymmetric``, ``learn_mu``, ``bias``, ``causal``, ``anchor_fine`` bools.
 
     Returns:
         The checked values by name (integers as ``int``, numbers as ``float``).
@@ -220,22 +233,17 @@ class MAHAConfig:
             dropout=self.dropout,
             rotary=self.rotary,
             shared_qk=self.shared_qk,
+            global_coarsest=self.global_coarsest,
+            gating=self.gating,
+            asymmetric=self.asymmetric,
+            learn_mu=self.learn_mu,
+            bias=self.bias,
+            causal=self.causal,
+            anchor_fine=self.anchor_fine,
         )
         check_int(self.ffn_mult, "ffn_mult", minimum=1)
         check_int(self.conv_kernel, "conv_kernel", minimum=1)
         check_int(self.conv_dilation, "conv_dilation", minimum=1)
-        for name in (
-            "global_coarsest",
-            "gating",
-            "asymmetric",
-            "learn_mu",
-            "bias",
-            "causal",
-            "anchor_fine",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool; received {describe(value)}")
 
     @property
     def num_heads(self) -> int:

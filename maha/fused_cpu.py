@@ -52,6 +52,8 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
 __all__ = [
+    "MAX_SCALES",
+    "applies",
     "available",
     "gram_backward",
     "gram_forward",
@@ -59,6 +61,10 @@ __all__ = [
     "mix_forward",
     "use_fused_cpu",
 ]
+
+#: The kernels take the scales as a tuple of this many arrays (padded with empty ones), so
+#: that one compiled signature per dtype serves every number of scales; more fall back.
+MAX_SCALES = 8
 
 _ENABLED = os.environ.get("MAHA_FUSED_CPU", "1") != "0"
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}  # the dtypes the kernels take
@@ -211,11 +217,6 @@ if numba is not None:
                         acc += dy[d] * ol[d]
                         gl[d] += wt * dy[d]
                     grad_w[b, t, h, l] = acc
-
-
-#: The kernels take the scales as a tuple of this many arrays (padded with empty ones), so
-#: that one compiled signature per dtype serves every number of scales; more fall back.
-MAX_SCALES = 8
 
 
 def _padded(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -232,6 +232,8 @@ class ScaleFusion(nn.Module):
             utility_eps=utility_eps,
             solver_tol=solver_tol,
             solver_max_iter=solver_max_iter,
+            learn_mu=learn_mu,
+            anchor_fine=anchor_fine,
         )
         self.num_scales = checked["num_scales"]
         self.num_heads = checked["num_heads"]
@@ -243,11 +245,7 @@ class ScaleFusion(nn.Module):
         self.solver_tol = checked["solver_tol"]
         self.solver_max_iter = checked["solver_max_iter"]
         self.asymmetric = bool(asymmetric)
-        if not isinstance(learn_mu, bool):
-            raise TypeError(f"learn_mu must be a bool; received {describe(learn_mu)}")
         self.learn_mu = learn_mu
-        if not isinstance(anchor_fine, bool):
-            raise TypeError(f"anchor_fine must be a bool; received {describe(anchor_fine)}")
         self.anchor_fine = anchor_fine
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         L, H, dh = self.num_scales, self.num_heads, self.head_dim
