@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aggregation.accel import numba_threads
+
 try:  # optional: the pure-PyTorch loops of maha.fusion_ops are the fallback
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -235,23 +237,6 @@ def _zero(t: Tensor) -> np.floating:
     return _NUMPY[t.dtype](0)
 
 
-@contextlib.contextmanager
-def _threads() -> Iterator[None]:
-    """Run a kernel on torch's thread count, and leave torch's count as it was.
-
-    Numba's OpenMP threading layer sets the process's OpenMP thread count when it starts
-    (to ``NUMBA_NUM_THREADS``), which torch reads as its own: without the restore, the
-    first kernel call would silently change ``torch.get_num_threads()``.
-    """
-    torch_threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
-
-
 def gram_forward(outs: Sequence[Tensor], length: int, ratio: int, causal: bool) -> Tensor:
     """``G[b, t, h, l, k] = <o_l(t), o_k(t)>``, ``(B, n, H, L, L)``, from the scale outputs
     ``O_l`` ``(B, n_l, H, d_h)`` (see the module docstring for the block rule)."""
@@ -259,7 +244,7 @@ def gram_forward(outs: Sequence[Tensor], length: int, ratio: int, causal: bool) 
     L = len(outs)
     gram = torch.empty(batch, length, heads, L, L, dtype=outs[0].dtype)  # (B, n, H, L, L)
     heads_first = _padded(_head_major(outs))
-    with _threads():
+    with numba_threads():
         _gram_forward(heads_first, L, length, ratio, causal, gram.numpy(), _zero(gram))
     return gram
 
@@ -273,7 +258,7 @@ def gram_backward(
     grads = [np.zeros_like(o) for o in heads_first]  # (B, H, n_l, d_h) each
     grad_np = grad.detach().contiguous().numpy()
     L, zero = len(outs), _zero(grad)
-    with _threads():
+    with numba_threads():
         _gram_backward(
             _padded(heads_first), L, grad_np, length, ratio, causal, _padded(grads), zero
         )
@@ -286,7 +271,7 @@ def mix_forward(outs: Sequence[Tensor], w: Tensor, length: int, ratio: int, caus
     y = torch.empty(batch, length, heads, dh, dtype=outs[0].dtype)  # (B, n, H, d_h)
     w_np = w.detach().contiguous().numpy()
     heads_first = _padded(_head_major(outs))
-    with _threads():
+    with numba_threads():
         _mix_forward(heads_first, len(outs), w_np, length, ratio, causal, y.numpy(), _zero(y))
     return y
 
@@ -299,7 +284,7 @@ def mix_backward(
     heads_first = _head_major(outs)
     grads = [np.zeros_like(o) for o in heads_first]
     grad_w = torch.empty(w.shape, dtype=w.dtype)  # (B, n, H, L)
-    with _threads():
+    with numba_threads():
         _mix_backward(
             _padded(heads_first),
             len(outs),

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation import NormalFormGame, regret, support_enumeration, vertex_enumeration
+from aggregation.accel import use_numba
 from aggregation.finite.exact import vertices
 from aggregation.testing import assert_nash, degenerate_games, normal_form_games
 
@@ -227,21 +228,21 @@ def test_bad_input(solver):
         NormalFormGame.bimatrix([[float("nan"), 0.0]], [[0.0, 0.0]])
 
 
-def test_chunked_batches_equal_one_chunk(monkeypatch):
-    import sys
-
+@pytest.mark.parametrize("kernel", [False, True])
+def test_chunked_batches_equal_one_chunk(monkeypatch, kernel):
+    if kernel:
+        pytest.importorskip("numba")
     rng = np.random.default_rng(9)
     A = rng.integers(0, 3, (37, 4, 5)).astype(float)
     A[20:] += rng.random((17, 4, 5))  # games 0..19 degenerate (integer), the rest generic
     game = NormalFormGame.bimatrix(A, rng.integers(0, 3, (37, 4, 5)).astype(float))
-    whole_s, whole_v = support_enumeration(game), vertex_enumeration(game)
-    monkeypatch.setattr(
-        sys.modules["aggregation.finite.exact.support_enumeration"], "MASK_BYTES", 300
-    )
-    monkeypatch.setattr(vertices, "CHUNK_ELEMS", 50)
-    for whole, solver in [(whole_s, support_enumeration), (whole_v, vertex_enumeration)]:
-        chunked = solver(game)
-        assert torch.equal(whole.count, chunked.count)
-        assert torch.equal(whole.degenerate, chunked.degenerate)
-        for i in range(37):
-            assert same_set(profiles(whole, i), profiles(chunked, i), tol=1e-12)
+    with use_numba(kernel):
+        whole_s, whole_v = support_enumeration(game), vertex_enumeration(game)
+        monkeypatch.setattr(vertices, "MASK_BYTES", 300)
+        monkeypatch.setattr(vertices, "CHUNK_ELEMS", 50)
+        for whole, solver in [(whole_s, support_enumeration), (whole_v, vertex_enumeration)]:
+            chunked = solver(game)
+            assert torch.equal(whole.count, chunked.count)
+            assert torch.equal(whole.degenerate, chunked.degenerate)
+            for i in range(37):
+                assert same_set(profiles(whole, i), profiles(chunked, i), tol=1e-12)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from math import comb
-
-import torch
-from torch import Tensor
-
 from ...result import EquilibriumSet
 from ..game import NormalFormGame
 from ._bimatrix import finish_set
 from .vertex_enumeration import prepare
-from .vertices import extreme_equilibria, side_candidates, side_tables, solve_size
+from .vertices import extreme_equilibria
 
 __all__ = ["support_enumeration"]
 
@@ -30,7 +25,11 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
     solutions are ratios of bordered minors, built for every support by one
     batched Laplace recursion, so the test is a vectorised sign check (see
     ``aggregation/finite/exact/vertices.py``); the survivors are re-solved by LU
-    and returned only if their regret is at most ``tol`` for both players.
+    and returned only if their regret is at most ``tol`` for both players. On
+    the CPU with numba installed (the ``fast`` extra; :mod:`aggregation.accel`)
+    the sign check runs as one compiled loop nest, with the same decisions.
+    The engine is that of :func:`~aggregation.vertex_enumeration`, so the two
+    return the same equilibria.
 
     Degenerate games. In a nondegenerate game every equilibrium has supports of
     equal size and is found exactly once. In a degenerate game (some mixed
@@ -94,57 +93,5 @@ def support_enumeration(game: NormalFormGame, tol: float | None = None) -> Equil
         Game Theory, ch. 3 (B. von Stengel).
     """
     game, tol, payoffs, A, Bt = prepare(game, tol, "support_enumeration")
-    m, n = game.num_actions
-    N = payoffs.shape[0]
-    # The dense feasibility masks hold C(m + n, m) bools per game and side: chunk the batch.
-    chunk = max(1, MASK_BYTES // comb(m + n, m))
-    parts = [
-        _equal_supports(A[s : s + chunk], Bt[s : s + chunk]) for s in range(0, max(N, 1), chunk)
-    ]
-    starts = range(0, max(N, 1), chunk)
-    g = torch.cat([p[0] + s for p, s in zip(parts, starts)])
-    x = torch.cat([p[1] for p in parts])
-    y = torch.cat([p[2] for p in parts])
-    degenerate = torch.cat([p[3] for p in parts])  # (N,)
-    if bool(degenerate.any()):
-        # Supports of unequal size: completely labelled vertex pairs.
-        sub = torch.nonzero(degenerate).flatten()
-        dg, dx, dy, _ = extreme_equilibria(A[sub], Bt[sub])
-        g, x, y = torch.cat([g, sub[dg]]), torch.cat([x, dx]), torch.cat([y, dy])
-    order = torch.argsort(g, stable=True)
-    return finish_set(
-        game, tol, payoffs, g[order], x[order], y[order], degenerate, "support_enumeration"
-    )
-
-
-#: Bytes of dense feasibility mask per side and chunk of games (a test lowers it
-#: to exercise the chunked path).
-MASK_BYTES = 1 << 26
-
-
-def _equal_supports(A: Tensor, Bt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Equilibria with supports of equal size of nondegenerate games, and the flags.
-
-    Args:
-        A: ``(N, m, n)``, Bt: ``(N, n, m)`` normalised matrices.
-
-    Returns:
-        ``(game (E,), x (E, m), y (E, n), degenerate (N,))``, float64 strategies.
-    """
-    N, m, n = A.shape
-    ty, tx = side_tables(m, n), side_tables(n, m)
-    ydense = side_candidates(A, ty, sparse=False)
-    xdense = side_candidates(Bt, tx, sparse=False)
-    degenerate = ydense.degenerate | xdense.degenerate  # (N,)
-    games, xs, ys = [], [], []
-    for k in range(1, min(m, n) + 1):
-        a_k, b_k = comb(m, k), comb(n, k)
-        # Supports (I, J): the y-basis (L = I, J) and the x-basis (K = J, I).
-        x_feasible = xdense.dense[k - 1].view(b_k, a_k, N).transpose(0, 1).reshape(a_k * b_k, N)
-        both = ydense.dense[k - 1] & x_feasible & ~degenerate  # (a_k * b_k, N)
-        idx, g = torch.nonzero(both, as_tuple=True)
-        a, b = idx // b_k, idx % b_k  # row-support and column-support indices
-        games.append(g)
-        ys.append(solve_size(A, ty, k, g, a, b))  # (E_k, n)
-        xs.append(solve_size(Bt, tx, k, g, b, a))  # (E_k, m)
-    return torch.cat(games), torch.cat(xs), torch.cat(ys), degenerate
+    g, x, y, degenerate = extreme_equilibria(A, Bt)
+    return finish_set(game, tol, payoffs, g, x, y, degenerate, "support_enumeration")

@@ -26,13 +26,20 @@ def vertex_enumeration(game: NormalFormGame, tol: float | None = None) -> Equili
     every equilibrium is a convex combination of extreme equilibria that are
     pairwise interchangeable (von Stengel 2002, Thm 3.4; Avis et al. 2010).
 
-    The vertices of every polytope of the batch are found at once (all bases
-    ``(L, J)``, ``|L| = |J|``, tested by signs of bordered minors; see
-    ``aggregation/finite/exact/vertices.py``), vertices reached from several
-    bases are merged by their label sets, the completely labelled pairs are
-    found with one batched bit-mask comparison per game, and each surviving
-    pair is re-solved by LU and verified: it is returned only if its regret is
-    at most ``tol`` for both players.
+    In a nondegenerate game a vertex of ``P`` has exactly ``m`` labels and one
+    of ``Q`` exactly ``n``, so a completely labelled pair has complementary
+    labels: supports ``I`` and ``J`` of equal size, ``x`` on the basis
+    ``(J, I)`` and ``y`` on ``(I, J)``. The feasibility of every basis of both
+    polytopes of every game of the batch is decided at once (signs of bordered
+    minors; see ``aggregation/finite/exact/vertices.py``), which also flags
+    the degenerate games (a vertex with extra labels); the nondegenerate
+    games' equilibria are the bases feasible on both sides, and only the
+    degenerate games go on to pair their vertices by label bit masks. Each
+    surviving pair is re-solved by LU and verified: it is returned only if its
+    regret is at most ``tol`` for both players. This is the engine of
+    :func:`~aggregation.support_enumeration`, so the two return the same
+    equilibria; on the CPU with numba installed (the ``fast`` extra;
+    :mod:`aggregation.accel`) the vertex test runs as one compiled loop nest.
 
     Guarantees: nondegenerate games -> all equilibria (each once). Degenerate
     games (flagged in ``degenerate``) -> all extreme equilibria (each once);
