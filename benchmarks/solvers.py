@@ -36,6 +36,10 @@ the core count) every parallel torch op waits for a descheduled worker thread,
 which makes ours 2-30x slower and erratic; ``--threads 1`` then gives stable
 numbers. The JSON records the thread count and the load average.
 
+Ours use the numba kernels of :mod:`aggregation.accel` when numba is installed
+(the enumeration solvers' vertex test); ``--no-numba`` times the PyTorch path
+alone, and the header says which ran.
+
 Writes ``solvers.json`` and ``solvers.md`` to ``benchmarks/results/``.
 
     python benchmarks/solvers.py              # a few minutes on an idle 2-core CPU
@@ -111,6 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only-nplayer", action="store_true", help="run only the 3-player rows (no QuantEcon)"
     )
+    p.add_argument(
+        "--no-numba",
+        action="store_true",
+        help="ours without the numba kernels (aggregation.accel): the PyTorch path alone",
+    )
     args = p.parse_args(argv)
     if args.quick:  # one thread: tiny ops do not gain from more, and contend on a busy CPU
         args.games, args.peer_sample, args.slow_sample, args.repeats = 200, 10, 3, 1
@@ -132,8 +141,11 @@ def machine() -> dict[str, Any]:
         qe_version = quantecon.__version__
     except ImportError:
         qe_version = None
+    from aggregation import accel
+
     return {
         "quantecon": qe_version,
+        "numba_kernels": accel.numba.__version__ if accel.available() else None,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -544,7 +556,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['date']}; {m['processor']}, {m['cpu_count']} CPUs, torch threads "
         f"{m['torch_threads']}, load average {m['load_average']}; torch {m['torch']}, "
-        f"nashpy {m['nashpy']}, pygambit {m['pygambit']}, quantecon {m.get('quantecon')}. "
+        f"nashpy {m['nashpy']}, pygambit {m['pygambit']}, quantecon {m.get('quantecon')}; "
+        f"our numba kernels: {m.get('numba_kernels') or 'off'}. "
         "Ours: one batched call on "
         f"{report['args']['games']} random games; peers: per-game loops on a sample.",
         "",
@@ -572,6 +585,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    from aggregation import accel
+
+    with accel.use_numba(accel.available() and not args.no_numba):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress

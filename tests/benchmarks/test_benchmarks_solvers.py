@@ -31,6 +31,18 @@ def test_solver_benchmark_quick(tmp_path):
     table = (tmp_path / "solvers.md").read_text()
     assert "| job | size |" in table and "gambit" in table
     assert "ratio" in done.stdout
+    numba = pytest.importorskip("numba")
+    assert report["machine"]["numba_kernels"] == numba.__version__  # the kernels ran
+    assert f"our numba kernels: {numba.__version__}" in table
+
+
+def test_no_numba_switches_the_kernels_off_for_the_run():
+    from aggregation import accel
+
+    solvers = load_benchmark("solvers")
+    assert solvers.parse_args(["--no-numba"]).no_numba
+    with accel.use_numba(False):  # what main does with --no-numba
+        assert solvers.machine()["numba_kernels"] is None
 
 
 def test_solver_benchmark_quantecon_rows(tmp_path):
