@@ -18,9 +18,10 @@ Jobs (per-game time; ratio = fastest peer / ours, measured in the same run):
 * QuantEcon (``quantecon.game_theory``, numba-compiled, the fastest peer; issue
   15): ``lemke_howson``, ``support_enumeration`` and ``vertex_enumeration`` on
   3x3, 6x6 and 8x8 games (``--quantecon-sizes``). One warm-up call per function
-  compiles its JIT before the clock starts; then a per-game loop on a sample.
-  Target >= 3x on every job and size with identical equilibrium counts on the
-  sample (Lemke-Howson: the same number of converged games). Skipped when
+  compiles its JIT before the clock starts; then a per-game loop on a sample,
+  timed ``--repeats`` times with the best pass kept (as ours are). Target >= 3x
+  on every job and size with identical equilibrium counts on the sample
+  (Lemke-Howson: the same number of converged games). Skipped when
   quantecon is not installed (the ``peers`` extra).
 
 Ours solve the whole batch (``--games``, default 10,000 random games with
@@ -498,7 +499,10 @@ def run_quantecon(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
     def qe_lh(g):
         theirs_ok.append(bool(gt.lemke_howson(g, init_pivot=0, full_output=True)[1].converged))
 
-    qt, _ = time_peer("quantecon lemke_howson", qe_lh, sample, progress, 60.0)
+    def qe_lh_again(g):
+        gt.lemke_howson(g, init_pivot=0, full_output=True)
+
+    qt = best_peer_time("quantecon lemke_howson", qe_lh, qe_lh_again, sample, progress, args)
     ours_count = int(res.converged[:S].sum())
     same = ours_count == sum(theirs_ok)
     ours = {
@@ -519,12 +523,13 @@ def run_quantecon(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
     ]:
         t, res = time_ours(lambda f=ours_fn: f(game), lambda f=ours_fn: f(small), args.repeats)
         counts: list[int] = []
-        qt, _ = time_peer(
+        qt = best_peer_time(
             f"quantecon {name}",
             lambda g, f=qe_fn, c=counts: c.append(len(f(g))),
+            qe_fn,
             sample,
             progress,
-            60.0,
+            args,
         )
         mine = res.count[:S].tolist()
         diff = sum(a != b for a, b in zip(mine, counts)) + abs(len(mine) - len(counts))
@@ -538,6 +543,16 @@ def run_quantecon(args, rng, k: int, progress: bool) -> list[dict[str, Any]]:
         note = f"equilibrium counts differ on {diff} of {S} sample games"
         rows.append(_qe_row(f"QuantEcon: {job}", size, ours, peers, diff == 0, note))
     return rows
+
+
+def best_peer_time(name: str, first, again, items: list, progress: bool, args) -> float:
+    """Least mean seconds per item over ``args.repeats`` passes of a fast peer's loop, as
+    ours keep the best of ``--repeats`` runs: ``first`` (which also records the peer's
+    answers) on the first pass, ``again`` on the others: a pass that a hiccup of the
+    machine slowed (a descheduled process) is not kept, for the peer as for ours."""
+    times = [time_peer(name, first, items, progress, 60.0)[0]]
+    times += [time_peer(name, again, items, progress, 60.0)[0] for _ in range(args.repeats - 1)]
+    return min(times)
 
 
 def _qe_row(job, size, ours, peers, same: bool, note: str) -> dict[str, Any]:

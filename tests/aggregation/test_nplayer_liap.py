@@ -96,6 +96,27 @@ def test_seeded_batch_every_stage_certifies():
     assert bool((out.iterations[descent] > 0).all())
 
 
+# A 3x3x3 game whose equilibrium has supports (2, 3, 2): Newton from the supports'
+# centroids misses it, and the descent from 32 starts needs about 2,000 steps (200 by
+# default); a random start on the right support finds it (stage 3's restarts).
+_HARD = [
+    [[[81, 58, 8], [77, 39, 3], [94, 5, 18]], [[2, 83, 99], [74, 85, 90], [74, 2, 37]],
+     [[4, 58, 20], [88, 17, 94], [37, 11, 31]]],
+    [[[9, 45, 73], [22, 85, 38], [19, 91, 70]], [[67, 58, 14], [49, 42, 90], [38, 74, 51]],
+     [[79, 52, 100], [49, 72, 36], [96, 18, 91]]],
+    [[[93, 15, 18], [18, 62, 7], [9, 51, 10]], [[79, 36, 61], [12, 87, 11], [68, 46, 46]],
+     [[34, 34, 60], [30, 83, 96], [1, 43, 42]]],
+]  # fmt: skip
+
+
+def test_wide_support_restarts_certify_what_the_centroids_miss():
+    game = NormalFormGame(torch.tensor(_HARD, dtype=torch.float64) / 100, num_players=3)
+    out = liapunov(game, tol=1e-9, max_iter=0)  # stages 1-3 only
+    _check(game, out)
+    assert bool(out.converged) and bool(out.info["support"])
+    assert [int((s > 1e-12).sum()) for s in out.strategies] == [2, 3, 2]
+
+
 def test_batched_equals_loop():
     game = _random_games(5, 40, (3, 3, 4))
     with warnings.catch_warnings():
