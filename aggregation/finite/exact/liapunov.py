@@ -31,7 +31,7 @@ __all__ = ["liapunov"]
 _MAX_FACES = 4096  # closed-form faces per game beyond which that stage is skipped
 _MAX_SUPPORTS = 512  # prod_i (2^A_i - 1) beyond which the wide supports are skipped
 _EXTRA = 1  # Newton rounds (of 8 iterations) on the wide supports beyond the first
-_RESTARTS = 16  # Newton passes on the wide supports from random points after the centroids
+_RESTARTS = (4, 12)  # random starts per wide support after the centroids, batch by batch
 _COLUMNS = 1 << 16  # candidates, supports or starts (times games) at most at a time
 _GROW = 1.5  # a successful step multiplies the step length by this
 _SHRINK = 0.25  # a rejected step (the function rose) multiplies it by this
@@ -80,9 +80,9 @@ def liapunov(
        3x3x3 game), Newton's method on the indifference system from the
        support's centroid (the polish of :func:`~aggregation.logit_qre`, two
        rounds of 8 iterations; skipped when ``prod_i (2^A_i - 1) > 512``),
-       then, for the games still open, from up to 16 random points of each
-       support (Dirichlet(1) weights drawn from ``seed``, the same for every
-       game), one pass per point while any game is open;
+       then, for the games still open, from 4 and then 12 more random points
+       of each support (Dirichlet(1) weights drawn from ``seed``, the same for
+       every game);
     4. entropic mirror descent on ``L`` from the centroid and ``starts - 1``
        random interior points (the same for every game),
        ``sigma_i <- sigma_i * exp(-eta grad_i L)``
@@ -178,14 +178,15 @@ def liapunov(
             _on_faces(prep, part, faces, out, best, source)
     left = (best > tol).nonzero().squeeze(-1)
     if left.numel() and wide_support_count(prep.actions) <= _MAX_SUPPORTS:
-        masks = _wide(prep.actions)
+        masks = _wide(prep.actions)  # (K, M)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        for restart in range(1 + _RESTARTS):  # the centroids, then random points
-            weights = None
-            if restart:  # Dirichlet(1) weights on every support, the same for every game
-                weights = -torch.rand(sum(prep.actions), generator=gen, dtype=torch.float64).log()
-            for part in left.split(max(1, _COLUMNS // max(1, masks.shape[0]))):
-                _on_supports(prep, scaled, ranges, part, masks, out, best, source, tol, weights)
+        rounds = [(masks, None)]  # the centroids, then random points in batches
+        for count in _RESTARTS:  # Dirichlet(1) weights, the same for every game
+            w = -torch.rand(count, masks.shape[1], generator=gen, dtype=torch.float64).log()
+            rounds.append((masks.repeat(count, 1), w.repeat_interleave(masks.shape[0], 0)))
+        for rows, weights in rounds:
+            for part in left.split(max(1, _COLUMNS // max(1, rows.shape[0]))):
+                _on_supports(prep, scaled, ranges, part, rows, out, best, source, tol, weights)
             left = (best > tol).nonzero().squeeze(-1)
             if not left.numel():
                 break
@@ -215,12 +216,12 @@ def _wide(actions: tuple[int, ...]) -> Tensor:
 def _on_supports(
     prep, scaled, ranges, left: Tensor, masks: Tensor, out, best, source, tol, weights=None
 ):
-    """Newton's method on each support of ``masks`` ``(K, M)`` from one start per support.
+    """Newton's method on each support of ``masks`` ``(K, M)`` from one start per row.
 
-    The start is the support's centroid, or with ``weights`` ``(M,)`` (positive) the
-    point proportional to them on the support (the same for every game, so that a
-    game's answer does not depend on its batch). ``1 + _EXTRA`` rounds of the
-    polish; after each, the certified games leave.
+    The start is the support's centroid, or with ``weights`` ``(K, M)`` (positive) the
+    point proportional to the row's weights on its support (the same for every game,
+    so that a game's answer does not depend on its batch). ``1 + _EXTRA`` rounds of
+    the polish; after each, the certified games leave.
     """
     k, g = masks.shape[0], left.numel()
     if not k:
@@ -231,7 +232,7 @@ def _on_supports(
     mask = masks.to(left.device).T.repeat(1, g)  # (M, S), game-major
     start = mask.to(scaled.dtype)
     if weights is not None:
-        start = start * weights.to(start).view(-1, 1)
+        start = start * weights.to(start).T.repeat(1, g)
     sigma = [m / m.sum(0, keepdim=True) for m in layout.split(start)]
     for _ in range(1 + _EXTRA):
         cand, _, ok = polish_support(layout, own, sigma, layout.split(mask))  # N x (A_i, S)
