@@ -30,34 +30,59 @@ try:  # optional: every kernel has a PyTorch fallback
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
 
-__all__ = ["available", "numba", "numba_threads", "use_numba"]
+__all__ = ["KernelSwitch", "available", "numba", "numba_threads", "use_numba"]
 
-_ENABLED = os.environ.get("AGGREGATION_NUMBA", "1") != "0"
+
+class KernelSwitch:
+    """Whether a family of numba kernels runs: on unless the environment variable
+    ``env`` is ``"0"``, and switchable for a ``with`` block by :meth:`use`.
+
+    One per family: :mod:`aggregation`'s (``AGGREGATION_NUMBA``) and ``maha``'s fusion
+    kernels (``MAHA_FUSED_CPU``).
+    """
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+        self.enabled = os.environ.get(env, "1") != "0"
+
+    def available(self) -> bool:
+        """numba is installed and the family is switched on."""
+        return numba is not None and self.enabled
+
+    @contextlib.contextmanager
+    def use(self, enabled: bool) -> Iterator[None]:
+        """Switch the family on or off inside the ``with`` block.
+
+        Raises:
+            TypeError: ``enabled`` is not a bool.
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool; received {type(enabled).__name__}")
+        previous, self.enabled = self.enabled, enabled
+        try:
+            yield
+        finally:
+            self.enabled = previous
+
+
+_SWITCH = KernelSwitch("AGGREGATION_NUMBA")
 
 
 def available() -> bool:
     """Whether the numba kernels of :mod:`aggregation` run: numba is installed and they are
     not switched off (``AGGREGATION_NUMBA=0`` or :func:`use_numba`)."""
-    return numba is not None and _ENABLED
+    return _SWITCH.available()
 
 
-@contextlib.contextmanager
-def use_numba(enabled: bool) -> Iterator[None]:
+def use_numba(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Switch the numba kernels of :mod:`aggregation` on or off inside the ``with`` block.
 
     Results do not depend on it (the PyTorch path computes the same tests); speed does.
 
     Raises:
-        TypeError: ``enabled`` is not a bool.
+        TypeError: ``enabled`` is not a bool (when the block is entered).
     """
-    global _ENABLED
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool; received {type(enabled).__name__}")
-    previous, _ENABLED = _ENABLED, enabled
-    try:
-        yield
-    finally:
-        _ENABLED = previous
+    return _SWITCH.use(enabled)
 
 
 @contextlib.contextmanager

@@ -39,14 +39,13 @@ the PyTorch loops there stay the reference and the fallback
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from aggregation.accel import numba_threads
+from aggregation.accel import KernelSwitch, numba_threads
 
 try:  # optional: the pure-PyTorch loops of maha.fusion_ops are the fallback
     import numba
@@ -68,29 +67,24 @@ __all__ = [
 #: that one compiled signature per dtype serves every number of scales; more fall back.
 MAX_SCALES = 8
 
-_ENABLED = os.environ.get("MAHA_FUSED_CPU", "1") != "0"
+_SWITCH = KernelSwitch("MAHA_FUSED_CPU")
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}  # the dtypes the kernels take
 
 
 def available() -> bool:
     """Whether the kernels can run: numba is installed and they are not switched off."""
-    return numba is not None and _ENABLED
+    return _SWITCH.available()
 
 
-@contextlib.contextmanager
-def use_fused_cpu(enabled: bool) -> Iterator[None]:
+def use_fused_cpu(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Switch the numba kernels on or off inside the ``with`` block (for tests and timings).
 
     The environment variable ``MAHA_FUSED_CPU=0`` switches them off for a whole process.
+
+    Raises:
+        TypeError: ``enabled`` is not a bool (when the block is entered).
     """
-    global _ENABLED
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool; received {type(enabled).__name__}")
-    previous, _ENABLED = _ENABLED, enabled
-    try:
-        yield
-    finally:
-        _ENABLED = previous
+    return _SWITCH.use(enabled)
 
 
 def applies(num_scales: int, *tensors: Tensor) -> bool:

@@ -125,25 +125,14 @@ def test_use_fused_cpu_takes_a_bool():
             pass
 
 
-_THREADS_SCRIPT = """
-import torch, maha
-torch.set_num_threads({threads})
+_THREADS_CODE = """
+import maha
 layer = maha.MAHAAttention(16, 2, 3, 2, 4, "nash", True)
 layer(torch.randn(1, 40, 16, requires_grad=True)).sum().backward()  # numba starts its threads
-print(torch.get_num_threads())
 """
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_kernels_leave_torch_thread_count_as_it_was(threads):
+def test_the_kernels_leave_torch_thread_count_as_it_was(threads, torch_threads_after):
     """In a fresh process: numba's OpenMP layer resets the count when it starts."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _THREADS_SCRIPT.format(threads=threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert int(out.stdout.split()[-1]) == threads
+    assert torch_threads_after(_THREADS_CODE, threads) == threads
