@@ -25,6 +25,8 @@ from collections.abc import Iterator
 
 import torch
 
+from .validation import describe
+
 try:  # optional: every kernel has a PyTorch fallback
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -57,7 +59,7 @@ class KernelSwitch:
             TypeError: ``enabled`` is not a bool.
         """
         if not isinstance(enabled, bool):
-            raise TypeError(f"enabled must be a bool; received {type(enabled).__name__}")
+            raise TypeError(f"enabled must be a bool; received {describe(enabled)}")
         previous, self.enabled = self.enabled, enabled
         try:
             yield

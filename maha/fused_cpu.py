@@ -45,12 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aggregation.accel import KernelSwitch, numba_threads
-
-try:  # optional: the pure-PyTorch loops of maha.fusion_ops are the fallback
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
+from aggregation.accel import KernelSwitch, numba, numba_threads  # numba: None if absent
 
 __all__ = [
     "MAX_SCALES",

@@ -180,13 +180,14 @@ def liapunov(
     if left.numel() and wide_support_count(prep.actions) <= _MAX_SUPPORTS:
         masks = _wide(prep.actions)  # (K, M)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        rounds = [(masks, None)]  # the centroids, then random points in batches
+        # the centroids (equal weights), then random points in batches
+        rounds = [(masks, torch.ones(masks.shape, dtype=torch.float64))]
         for count in _RESTARTS:  # Dirichlet(1) weights, the same for every game
             w = -torch.rand(count, masks.shape[1], generator=gen, dtype=torch.float64).log()
             rounds.append((masks.repeat(count, 1), w.repeat_interleave(masks.shape[0], 0)))
         for rows, weights in rounds:
             for part in left.split(max(1, _COLUMNS // max(1, rows.shape[0]))):
-                _on_supports(prep, scaled, ranges, part, rows, out, best, source, tol, weights)
+                _on_supports(prep, scaled, ranges, part, rows, weights, out, best, source, tol)
             left = (best > tol).nonzero().squeeze(-1)
             if not left.numel():
                 break
@@ -214,14 +215,14 @@ def _wide(actions: tuple[int, ...]) -> Tensor:
 
 
 def _on_supports(
-    prep, scaled, ranges, left: Tensor, masks: Tensor, out, best, source, tol, weights=None
+    prep, scaled, ranges, left: Tensor, masks: Tensor, weights: Tensor, out, best, source, tol
 ):
     """Newton's method on each support of ``masks`` ``(K, M)`` from one start per row.
 
-    The start is the support's centroid, or with ``weights`` ``(K, M)`` (positive) the
-    point proportional to the row's weights on its support (the same for every game,
-    so that a game's answer does not depend on its batch). ``1 + _EXTRA`` rounds of
-    the polish; after each, the certified games leave.
+    The start of row ``r`` is proportional to ``weights[r]`` ``(K, M)`` (positive; all
+    ones: the support's centroid) on its support, the same for every game, so that a
+    game's answer does not depend on its batch. ``1 + _EXTRA`` rounds of the polish;
+    after each, the certified games leave.
     """
     k, g = masks.shape[0], left.numel()
     if not k:
@@ -230,9 +231,7 @@ def _on_supports(
     rep = torch.arange(g, device=left.device).repeat_interleave(k)  # (S,) game of each column
     own = Multilinear(prep.actions, own_first(scaled[left])).index(rep)
     mask = masks.to(left.device).T.repeat(1, g)  # (M, S), game-major
-    start = mask.to(scaled.dtype)
-    if weights is not None:
-        start = start * weights.to(start).T.repeat(1, g)
+    start = mask.to(scaled.dtype) * weights.to(scaled).T.repeat(1, g)  # (M, S)
     sigma = [m / m.sum(0, keepdim=True) for m in layout.split(start)]
     for _ in range(1 + _EXTRA):
         cand, _, ok = polish_support(layout, own, sigma, layout.split(mask))  # N x (A_i, S)

@@ -76,7 +76,7 @@ def _flat(tables) -> _Flat:
     lap_off = np.zeros(lmax + 1, np.int64)
     lap_prev, lap_ent = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
     for lv in range(1, lmax + 1):
-        lap_off[lv] = lap_off[lv - 1] + (lap_prev[-1].size if lv > 1 else 0)
+        lap_off[lv] = lap_off[lv - 1] + lap_prev[-1].size  # level 0's placeholder is empty
         lap_prev.append(tables.lap_prev[lv].numpy().astype(np.int32).ravel())
         lap_ent.append(tables.lap_ent[lv].numpy().astype(np.int32).ravel())
     num_ab = np.zeros(kmax + 1, np.int64)
