@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation import NormalFormGame, lemke_howson, lemke_howson_enumeration
+from aggregation.finite.exact import tableau as TB
 
 LH = importlib.import_module("aggregation.finite.exact.lemke_howson")
 DTYPES = [torch.float64, torch.float32]
@@ -55,18 +56,18 @@ def test_flat_paths_equal_gather_paths(R, C, N, dtype, integer, seed):
     T = _tableau(rng, R, C, N, dtype, integer)
     S = _strided_copy(T)
     entering = torch.from_numpy(rng.integers(0, C - 1, N))
-    col = LH.column(T, entering)
-    assert torch.equal(col, LH.column(S, entering))
+    col = TB.column(T, entering)
+    assert torch.equal(col, TB.column(S, entering))
     assert torch.equal(col, T[:, entering, torch.arange(N)].reshape(R, N))
     keep = torch.from_numpy(np.sort(rng.choice(N, rng.integers(0, N + 1), replace=False)))
-    kept = LH.compact(T, keep.long())
+    kept = TB.compact(T, keep.long())
     assert kept.is_contiguous() and torch.equal(kept, T[:, :, keep.long()])
-    assert torch.equal(kept, LH.compact(S, keep.long()))
-    row, ok, _ = LH.ratio_test(T, col, list(range(C - 1)), torch.ones(N, dtype=torch.bool))
+    assert torch.equal(kept, TB.compact(S, keep.long()))
+    row, ok, _ = TB.ratio_test(T, col, list(range(C - 1)), torch.ones(N, dtype=torch.bool))
     active = ok & torch.from_numpy(rng.random(N) < 0.8)
     before = T.clone()
-    LH.pivot_(T, row, col, active)
-    LH.pivot_(S, row, col, active)
+    TB.pivot_(T, row, col, active)
+    TB.pivot_(S, row, col, active)
     assert torch.equal(T, S)
     assert torch.equal(T[:, :, ~active], before[:, :, ~active])  # frozen games untouched
     if bool(active.any()):  # the entering column became a unit column at the pivot row
@@ -117,7 +118,7 @@ def test_ratio_test_equals_per_game_rule(R, C, N, integer, seed):
     col = T[:, int(rng.integers(0, C - 1)), :].clone()
     active = torch.from_numpy(rng.random(N) < 0.8)
     lex = list(rng.permutation(C - 1))
-    row, ok, tie = LH.ratio_test(T, col, lex, active, tie_tol=1e-9)
+    row, ok, tie = TB.ratio_test(T, col, lex, active, tie_tol=1e-9)
     rows, oks, ties = _ratio_reference(T, col, lex, active, 1e-11, 1e-9)
     assert ok.tolist() == oks and tie.tolist() == ties
     assert [r for r, o in zip(row.tolist(), oks) if o] == [r for r, o in zip(rows, oks) if o]

@@ -19,7 +19,7 @@ from ._bimatrix import (
     flat_payoffs,
     positive_affine,
 )
-from ._tableau import column, compact, pivot_, ratio_test, swap_basis_
+from .tableau import compact, pivot_step_
 
 __all__ = ["lemke_howson", "lemke_howson_enumeration"]
 
@@ -49,7 +49,7 @@ def lemke_howson(
     every pivot is one vectorised step for the whole batch; games whose path
     has ended are frozen and periodically compacted away, so the cost follows
     the sum of the path lengths. The ratio test is lexicographic with tolerant
-    pivoting (see ``aggregation/finite/exact/_tableau.py``), so the path is well
+    pivoting (see ``aggregation/finite/exact/tableau.py``), so the path is well
     defined and terminates on degenerate games too; the pivot limit is a
     safeguard against numerical trouble and is reported per game.
 
@@ -231,7 +231,7 @@ def _paths(payoffs: Tensor, labels: Tensor, row_labels: bool, max_pivots: int) -
 
 
 #: Compact the working batch when fewer than this fraction of it is active.
-_COMPACT = 0.5
+_COMPACT = 0.1
 
 
 def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
@@ -296,11 +296,8 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
     step = 0
     while step < max_pivots:
         T, basis, lex = (TP, basis_p, lex_p) if step % 2 == 0 else (TQ, basis_q, lex_q)
-        col = column(T, entering)  # (R, Nw)
-        row, ok, tie = ratio_test(T, col, lex, active)
-        act = active & ok  # a lost ray (no positive entry) stops the path unterminated
-        pivot_(T, row, col, act)
-        leaving = swap_basis_(basis, row, entering, act)
+        # act: pivoted; a lost ray (no positive entry) stops the path unterminated
+        act, tie, leaving = pivot_step_(T, basis, entering, active, lex)
         w_piv += act
         w_deg |= act & tie
         finished = act & (leaving == target)

@@ -9,7 +9,7 @@ from ...tolerance import default_tol, resolve_tol
 from ...validation import check_int
 from ..game import NormalFormGame
 from ._bimatrix import attach_gradients, check_bimatrix, evaluate_profiles, flat_payoffs
-from ._tableau import pivot_, ratio_test, swap_basis_
+from .tableau import pivot_step_
 
 __all__ = ["linear_program"]
 
@@ -152,12 +152,9 @@ def linear_program(
             ids, w_piv, T, basis = ids[keep], w_piv[keep], T[:, :, keep], basis[:, keep]
             lost = lost[keep]
             entering, active = entering[keep], active[keep]
-        col = T.gather(1, entering.view(1, 1, -1).expand(m + 1, 1, -1)).squeeze(1)  # (m+1, Nw)
-        row, ok, _ = ratio_test(T[:m], col[:m], lex, active)
-        act = active & ok  # A' > 0 bounds the LP: ok always holds up to rounding
-        lost |= active & ~ok
-        pivot_(T, row, col, act)
-        swap_basis_(basis, row, entering, act)
+        # act: pivoted (A' > 0 bounds the LP: a positive entry exists up to rounding)
+        act, _, _ = pivot_step_(T, basis, entering, active, lex, ratio_rows=m)
+        lost |= active & ~act
         w_piv += act
         step += 1
     flush(torch.ones_like(ids, dtype=torch.bool))

@@ -1,7 +1,9 @@
 """Batched simplex tableaux: the lexicographic ratio test and the pivot.
 
-Shared by :func:`~aggregation.lemke_howson` and
-:func:`~aggregation.linear_program`. A batch of tableaux is stored *batch
+The pivoting engine of the finite games, shared by :func:`~aggregation.lemke_howson`
+and :func:`~aggregation.linear_program`: both loop over :func:`pivot_step_` (entering
+column, ratio test, pivot, basis swap), which on CPU float64 runs as one numba loop nest
+(:mod:`.tableau_kernel`) with the same arithmetic. A batch of tableaux is stored *batch
 last*, ``T`` of shape ``(R, C, N)``: row ``r`` of game ``g`` is the equation
 ``sum_c T[r, c, g] z_c = T[r, C - 1, g]`` (the last column is the right-hand
 side) whose basic variable is ``basis[r, g]``. Batch-last keeps every update
@@ -25,8 +27,9 @@ import torch
 from torch import Tensor
 
 from ...tolerance import default_tol
+from . import tableau_kernel
 
-__all__ = ["PIV_TOL", "column", "compact", "pivot_", "ratio_test", "swap_basis_"]
+__all__ = ["PIV_TOL", "column", "compact", "pivot_", "pivot_step_", "ratio_test", "swap_basis_"]
 
 #: Entries of the entering column at or below this are not pivot candidates.
 PIV_TOL = 1e-11
@@ -153,6 +156,52 @@ def pivot_(T: Tensor, row: Tensor, col: Tensor, active: Tensor) -> None:
     new = T.gather(0, index).squeeze(0) / p  # (C, N); == old for inactive games
     T.addcmul_((col * active).unsqueeze(1), new.unsqueeze(0), value=-1.0)  # (R, C, N)
     T.scatter_(0, index, new.unsqueeze(0))
+
+
+def pivot_step_(
+    T: Tensor,
+    basis: Tensor,
+    entering: Tensor,
+    active: Tensor,
+    lex_cols: list[int],
+    *,
+    ratio_rows: int | None = None,
+    piv_tol: float = PIV_TOL,
+    tie_tol: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One pivot of every active tableau: entering column, ratio test, pivot, basis swap.
+
+    The step of both solvers' loops: ``col = column(T, entering)``, the
+    lexicographic :func:`ratio_test` on the first ``ratio_rows`` rows, :func:`pivot_`
+    where ``act = active & ok`` and :func:`swap_basis_`. On CPU float64 with numba
+    installed, one fused loop nest does all four with the same arithmetic and the same
+    decisions (:mod:`.tableau_kernel`; :func:`aggregation.accel.use_numba` switches it).
+
+    Args:
+        T: ``(R, C, N)`` tableaux, updated in place.
+        basis: ``(ratio_rows, N)`` int64 basic variables, updated in place.
+        entering: ``(N,)`` int64 entering column of each game.
+        active: ``(N,)`` bool, the games that pivot.
+        lex_cols: the tie-breaking columns (see :func:`ratio_test`).
+        ratio_rows: rows that may leave (None: all ``R``; a linear program's
+            objective row is pivoted but never leaves).
+        piv_tol, tie_tol: as in :func:`ratio_test`.
+
+    Returns:
+        ``(act, tie, leaving)``, each ``(N,)``: the games that pivoted (active with a
+        positive entry in the entering column); the plain ratio test was tied (a
+        degenerate pivot); the variable that left, where ``act``.
+    """
+    R = T.shape[0] if ratio_rows is None else ratio_rows
+    tie_tol = default_tol(T.dtype) if tie_tol is None else tie_tol
+    if tableau_kernel.applies(T) and basis.is_contiguous():
+        return tableau_kernel.pivot_step_(T, basis, entering, active, lex_cols, R, piv_tol, tie_tol)
+    col = column(T, entering)  # (R_all, N)
+    row, ok, tie = ratio_test(T[:R], col[:R], lex_cols, active, piv_tol=piv_tol, tie_tol=tie_tol)
+    act = active & ok
+    pivot_(T, row, col, act)
+    leaving = swap_basis_(basis, row, entering, act)
+    return act, tie, leaving
 
 
 def swap_basis_(basis: Tensor, row: Tensor, entering: Tensor, active: Tensor) -> Tensor:
