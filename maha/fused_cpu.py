@@ -6,14 +6,16 @@ over the ``(B, n, H, L, ...)`` operands is a memory-bound sweep of its own, and 
 fusion then costs a fifth of the layer's time. Here each is one loop nest that reads
 the scales' own rows once and writes its result once:
 
-- ``gram_forward``: ``G[b, t, h, l, k] = <o_l(t), o_k(t)>``. For ``l <= k`` the pair
-  depends on position ``t`` only through the row ``j_l(t)`` of the finer scale (the
-  block rule below), so it is computed once per row of scale ``l`` and written to the
-  ``r^l`` positions of its block: ``sum_l n_l (L - l)`` products of ``d_h`` instead of
-  ``n L^2``.
+- ``gram_forward``: ``G[b, t, h, l, k] = <o_l(t), o_k(t)>`` and the utilities' scores
+  ``s[b, t, h, l] = <u[h, l], o_l(t)>``. For ``l <= k`` the pair depends on position
+  ``t`` only through the row ``j_l(t)`` of the finer scale (the block rule below), so it
+  is computed once per row of scale ``l`` and written to the ``r^l`` positions of its
+  block: ``sum_l n_l (L - l + 1)`` products of ``d_h`` instead of ``n L (L + 1)``.
 - ``gram_backward``: with ``S = dG + dG^T``, ``S_lk`` summed over the positions of each
   row ``j`` of scale ``l`` (``sigma``), then ``dO_l[j] += sigma o_k[j_k]`` and
-  ``dO_k[j_k] += sigma o_l[j]`` (for ``l = k`` the first alone: ``S_ll = 2 dG_ll``).
+  ``dO_k[j_k] += sigma o_l[j]`` (for ``l = k`` the first alone: ``S_ll = 2 dG_ll``); the
+  score cotangents summed likewise (``own``) give ``dO_l[j] += own u[h, l]`` and
+  ``du[h, l] += own o_l[j]`` (per (batch, head) pair, summed over the batch after).
 - ``mix_forward``: ``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``.
 - ``mix_backward``: ``dw[b, t, h, l] = <dy[b, t, h], o_l(t)>`` and
   ``dO_l[j] += sum_{t in block j} w[b, t, h, l] dy[b, t, h]``.
@@ -105,17 +107,19 @@ if numba is not None:
         return f, s
 
     @_jit
-    def _gram_forward(outs, L, n, ratio, causal, gram, zero):  # pragma: no cover - compiled
+    def _gram_forward(outs, u, L, n, ratio, causal, score, gram, zero):  # pragma: no cover
         B, H, _, dh = outs[0].shape
         c = 1 if causal else 0
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
             pair = np.zeros((L, L), gram.dtype)  # the pairs of the current blocks
+            own = np.zeros(L, gram.dtype)  # the scores of the current blocks
             for t in range(n):
                 g = gram[b, t, h]  # (L, L)
                 for l in range(L):
                     if t < s[l]:  # scale l absent, and so every coarser one
+                        score[b, t, h, l] = zero
                         for k in range(l, L):
                             g[l, k] = zero
                             g[k, l] = zero
@@ -123,6 +127,11 @@ if numba is not None:
                     j = (t - s[l]) // f[l]
                     if (t - s[l]) % f[l] == 0:  # the first position of block j
                         ol = outs[l][b, h, j]
+                        ul = u[h, l]
+                        acc = zero
+                        for d in range(dh):
+                            acc += ul[d] * ol[d]
+                        own[l] = acc
                         for k in range(l, L):
                             jk = (j + c) // (f[k] // f[l]) - c
                             acc = zero
@@ -131,23 +140,28 @@ if numba is not None:
                                 for d in range(dh):
                                     acc += ol[d] * ok[d]
                             pair[l, k] = acc
+                    score[b, t, h, l] = own[l]
                     for k in range(l, L):
                         g[l, k] = pair[l, k]
                         g[k, l] = pair[l, k]
 
     @_jit
-    def _gram_backward(outs, L, grad, n, ratio, causal, grads, zero):  # pragma: no cover
+    def _gram_backward(
+        outs, u, L, grad_score, grad, n, ratio, causal, grads, grad_u, zero
+    ):  # pragma: no cover - compiled
         B, H, _, dh = outs[0].shape
         c = 1 if causal else 0
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
             sigma = np.zeros((L, L), grad.dtype)  # S summed over the current blocks
+            own = np.zeros(L, grad.dtype)  # the score cotangents summed likewise
             for t in range(n):
                 gt = grad[b, t, h]  # (L, L)
                 for l in range(L):
                     if t < s[l]:
                         continue
+                    own[l] += grad_score[b, t, h, l]
                     for k in range(l, L):
                         sigma[l, k] += gt[l, k] + gt[k, l]
                     if (t - s[l]) % f[l] != f[l] - 1 and t != n - 1:
@@ -155,6 +169,12 @@ if numba is not None:
                     # the last position of block j: apply its sums
                     j = (t - s[l]) // f[l]
                     ol, gl = outs[l][b, h, j], grads[l][b, h, j]
+                    ul, gul = u[h, l], grad_u[bh, l]
+                    so = own[l]
+                    own[l] = zero
+                    for d in range(dh):
+                        gl[d] += so * ul[d]
+                        gul[d] += so * ol[d]
                     for k in range(l, L):
                         jk = (j + c) // (f[k] // f[l]) - c
                         sg = sigma[l, k]
@@ -226,32 +246,60 @@ def _zero(t: Tensor) -> np.floating:
     return _NUMPY[t.dtype](0)
 
 
-def gram_forward(outs: Sequence[Tensor], length: int, ratio: int, causal: bool) -> Tensor:
-    """``G[b, t, h, l, k] = <o_l(t), o_k(t)>``, ``(B, n, H, L, L)``, from the scale outputs
-    ``O_l`` ``(B, n_l, H, d_h)`` (see the module docstring for the block rule)."""
+def gram_forward(
+    outs: Sequence[Tensor], u: Tensor, length: int, ratio: int, causal: bool
+) -> tuple[Tensor, Tensor]:
+    """The scores ``s[b, t, h, l] = <u[h, l], o_l(t)>`` ``(B, n, H, L)`` and the Gram
+    matrices ``G[b, t, h, l, k] = <o_l(t), o_k(t)>`` ``(B, n, H, L, L)`` of the scale
+    outputs ``O_l`` ``(B, n_l, H, d_h)``, ``u`` ``(H, L, d_h)`` (see the module docstring
+    for the block rule; both are zero where a scale is absent)."""
     batch, _, heads, _ = outs[0].shape
     L = len(outs)
-    gram = torch.empty(batch, length, heads, L, L, dtype=outs[0].dtype)  # (B, n, H, L, L)
+    dtype = outs[0].dtype
+    score = torch.empty(batch, length, heads, L, dtype=dtype)  # (B, n, H, L)
+    gram = torch.empty(batch, length, heads, L, L, dtype=dtype)  # (B, n, H, L, L)
     heads_first = _padded(_head_major(outs))
+    u_np = u.detach().contiguous().numpy()
     with numba_threads():
-        _gram_forward(heads_first, L, length, ratio, causal, gram.numpy(), _zero(gram))
-    return gram
+        _gram_forward(
+            heads_first, u_np, L, length, ratio, causal, score.numpy(), gram.numpy(), _zero(gram)
+        )
+    return score, gram
 
 
 def gram_backward(
-    outs: Sequence[Tensor], grad: Tensor, length: int, ratio: int, causal: bool
-) -> list[Tensor]:
-    """The gradients ``dO_l`` ``(B, n_l, H, d_h)`` of :func:`gram_forward` for ``grad``
-    ``(B, n, H, L, L)``."""
+    outs: Sequence[Tensor],
+    u: Tensor,
+    grad_score: Tensor,
+    grad: Tensor,
+    length: int,
+    ratio: int,
+    causal: bool,
+) -> tuple[Tensor, list[Tensor]]:
+    """The gradients ``(du, [dO_l])`` of :func:`gram_forward` for the cotangents
+    ``grad_score`` ``(B, n, H, L)`` and ``grad`` ``(B, n, H, L, L)``: ``(H, L, d_h)`` and
+    ``(B, n_l, H, d_h)`` each."""
     heads_first = _head_major(outs)
+    batch, heads = heads_first[0].shape[:2]
     grads = [np.zeros_like(o) for o in heads_first]  # (B, H, n_l, d_h) each
-    grad_np = grad.detach().contiguous().numpy()
     L, zero = len(outs), _zero(grad)
+    grad_u = np.zeros((batch * heads, L, u.shape[-1]), heads_first[0].dtype)  # per (b, h)
     with numba_threads():
         _gram_backward(
-            _padded(heads_first), L, grad_np, length, ratio, causal, _padded(grads), zero
+            _padded(heads_first),
+            u.detach().contiguous().numpy(),
+            L,
+            grad_score.detach().contiguous().numpy(),
+            grad.detach().contiguous().numpy(),
+            length,
+            ratio,
+            causal,
+            _padded(grads),
+            grad_u,
+            zero,
         )
-    return [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]
+    du = torch.from_numpy(grad_u).view(batch, heads, L, -1).sum(0)  # (H, L, d_h)
+    return du, [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]
 
 
 def mix_forward(outs: Sequence[Tensor], w: Tensor, length: int, ratio: int, causal: bool) -> Tensor:

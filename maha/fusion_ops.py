@@ -9,13 +9,14 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
 
 - :func:`game_features`: the utilities' scores ``s[..., l] = <u_{l,h}, o_l>``
   (computed per scale at its own resolution, then upsampled) and the Gram
-  matrices ``G[..., l, k] = <o_l, o_k>`` (:class:`_Gram`: the positions in
-  cache-sized chunks, each chunk's stack built in a small buffer, ``f = r^l``
-  repeated rows per block, one batched product, then discarded; backward works
-  pair by pair at the finer scale's resolution: ``dG_lk + dG_kl`` summed over the
-  positions of each row of scale ``l`` (the adjoint of the repetition), then
-  ``do_l += s o_k`` and ``do_k += sum s o_l`` on the rows themselves, with no
-  stack). Only the per-scale outputs are saved.
+  matrices ``G[..., l, k] = <o_l, o_k>``, one autograd function for both
+  (:class:`_Features`: the positions in cache-sized chunks, each chunk's stack built
+  in a small buffer, ``f = r^l`` repeated rows per block, one batched product, then
+  discarded; backward works pair by pair at the finer scale's resolution:
+  ``dG_lk + dG_kl`` and ``ds_l`` summed over the positions of each row of scale ``l``
+  (the adjoint of the repetition), then ``do_l += S o_k``, ``do_k += sum S o_l`` and
+  ``do_l += ds u_l`` on the rows themselves, with no stack). Only the per-scale
+  outputs and ``u`` are saved.
 - :func:`mix`: ``y = sum_l w_l o_l``, one in-place product per scale (scale l's
   own rows against the weights viewed as blocks of ``r^l`` positions), with a
   chunked backward.
@@ -228,61 +229,74 @@ def _fold(src: Tensor, rows: int, factor: int, causal: bool) -> Tensor:
     return out
 
 
-class _Gram(torch.autograd.Function):
-    """``(O_0..O_{L-1})`` -> ``G[..., l, k] = <o_l, o_k>``.
+class _Features(torch.autograd.Function):
+    """``(u, O_0..O_{L-1})`` -> ``s[..., l] = <u_l, o_l>`` and ``G[..., l, k] = <o_l, o_k>``.
 
-    Forward: the positions in cache-sized chunks, each chunk's stack built in a small
+    Forward: the scores at each scale's own resolution (``n_l`` rows), upsampled; the Gram
+    matrices over the positions in cache-sized chunks, each chunk's stack built in a small
     buffer (:meth:`ScaleRows.fill`) and multiplied by its transpose in one batched product.
-    Backward, pair by pair at the finer resolution: every position served by row ``j`` of
-    scale ``l`` reads the same row ``j_m(j)`` of a coarser scale ``k`` (``m = r^(k - l)``,
-    the block rule on the row indices, :func:`_pair_grads`), so ``dG_lk + dG_kl`` is
+    Backward, at the finer resolution: every position served by row ``j`` of scale ``l``
+    reads the same row ``j_m(j)`` of a coarser scale ``k`` (``m = r^(k - l)``, the block
+    rule on the row indices, :func:`_pair_grads`), so ``dG_lk + dG_kl`` and ``ds_l`` are
     first summed over the positions of each row of scale ``l`` (:func:`_fold`) and then
-    applied to ``n_l`` rows (:func:`_pair_grads`): ``sum_{l <= k} n_l`` products of
-    ``d_h`` instead of ``L^2 n``, and no stack. Only the outputs are saved.
+    applied to ``n_l`` rows: ``sum_{l <= k} n_l`` products of ``d_h`` instead of ``L^2 n``,
+    and no stack. Only the outputs and ``u`` are saved. On CPU the numba kernels of
+    :mod:`maha.fused_cpu` compute both in one loop nest each way.
     """
 
     @staticmethod
-    def forward(ctx, rows: ScaleRows, *outs: Tensor) -> Tensor:
+    def forward(ctx, rows: ScaleRows, u: Tensor, *outs: Tensor) -> tuple[Tensor, Tensor]:
         batch, n, heads, L, dh = rows.shape
         ctx.rows = rows.geometry()
-        ctx.save_for_backward(*outs)
-        if fused_cpu.applies(L, *outs):  # one loop nest (numba), pinned to the loop below
-            return fused_cpu.gram_forward(outs, n, rows.ratio, rows.causal)
+        ctx.save_for_backward(u, *outs)
+        if fused_cpu.applies(L, u, *outs):  # one loop nest (numba), pinned to the loops below
+            return fused_cpu.gram_forward(outs, u, n, rows.ratio, rows.causal)
         ref = outs[0]
         gram = ref.new_empty(batch, n, heads, L, L)  # (B, n, H, L, L)
         for lo, hi in rows.chunks:
             o = rows.fill(ref.new_empty(batch, hi - lo, heads, L, dh), lo, hi, outs)
             gram[:, lo:hi] = torch.matmul(o, o.transpose(-1, -2))
-        return gram
+        scores = [
+            upsample((out * u[:, l]).sum(-1), None, n, rows.ratio**l, causal=rows.causal)[0]
+            for l, out in enumerate(outs)
+        ]  # L x (B, n, H)
+        return torch.stack(scores, dim=-1), gram  # (B, n, H, L), (B, n, H, L, L)
 
     @staticmethod
-    def backward(ctx, grad_gram: Tensor):
+    def backward(ctx, grad_score: Tensor, grad_gram: Tensor):
         rows: ScaleRows = ctx.rows
-        outs = ctx.saved_tensors
+        u, *outs = ctx.saved_tensors
         _, n, _, L, _ = rows.shape
-        if fused_cpu.applies(L, grad_gram, *outs) and not torch.is_grad_enabled():
-            return (None, *fused_cpu.gram_backward(outs, grad_gram, n, rows.ratio, rows.causal))
+        kernel = fused_cpu.applies(L, grad_score, grad_gram, u, *outs)
+        if kernel and not torch.is_grad_enabled():
+            du, grads = fused_cpu.gram_backward(
+                outs, u, grad_score, grad_gram, n, rows.ratio, rows.causal
+            )
+            return (None, du, *grads)
         sym = grad_gram + grad_gram.transpose(-1, -2)  # (B, n, H, L, L): dG_lk + dG_kl
         grads = [torch.zeros_like(out) for out in outs]
+        du = []
         for l in range(L):
             f = rows.ratio**l
             R = _used_rows(n, f, rows.causal)
             S = _fold(sym[..., l, l:], R, f, rows.causal)  # (B, R, H, L - l)
+            own = _fold(grad_score[..., l], R, f, rows.causal)  # (B, R, H)
             fine, d_fine = outs[l][:, :R], grads[l][:, :R]
             d_fine.addcmul_(S[..., 0].unsqueeze(-1), fine)  # G_ll = |o_l|^2: S = 2 dG_ll
+            d_fine.addcmul_(own.unsqueeze(-1), u[:, l])  # s_l = <u_l, o_l>
+            du.append(torch.einsum("brh,brhd->hd", own, fine))  # (H, d_h)
             for k in range(l + 1, L):
                 m = rows.ratio ** (k - l)
                 _pair_grads(S[..., k - l], fine, outs[k], m, rows.causal, d_fine, grads[k])
-        return (None, *grads)
+        return (None, torch.stack(du, dim=1), *grads)  # du: (H, L, d_h)
 
 
 def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     """Utility scores and Gram matrices of the upsampled scale outputs.
 
     ``s[b, t, h, l] = <u[h, l], o_l(t)>`` and ``G[b, t, h, l, k] = <o_l(t), o_k(t)>``
-    with ``o_l(t)`` row ``t`` of scale l upsampled (zero where absent). The scores
-    are computed at each scale's own resolution (``n_l`` rows) and then upsampled;
-    the Gram matrices by the chunked :class:`_Gram`.
+    with ``o_l(t)`` row ``t`` of scale l upsampled (zero where absent), both by
+    :class:`_Features` (at each scale's own resolution, then written to the positions).
 
     Args:
         rows: the scale outputs, :func:`scale_rows`.
@@ -294,11 +308,7 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     stack = rows.small_stack()
     if stack is not None:  # (B, n, H, L, d_h), e.g. one streamed position
         return (stack * u).sum(-1), torch.matmul(stack, stack.transpose(-1, -2))
-    scores = []
-    for l, out in enumerate(rows.outs):
-        score = (out * u[:, l]).sum(-1)  # (B, n_l, H)
-        scores.append(upsample(score, None, rows.length, rows.ratio**l, causal=rows.causal)[0])
-    return torch.stack(scores, dim=-1), _Gram.apply(rows, *rows.outs)
+    return _Features.apply(rows, u, *rows.outs)
 
 
 class _Mix(torch.autograd.Function):

@@ -1,6 +1,7 @@
 """The numba kernels of the fusion (``maha.fused_cpu``) against the PyTorch loops.
 
-Both paths of ``maha.fusion_ops`` compute the same Gram matrices, mix and gradients:
+Both paths of ``maha.fusion_ops`` compute the same scores, Gram matrices, mix and
+gradients (of the scale outputs, the mixing weights and the utility directions ``u``):
 values and gradients agree (float64 to rounding, float32 within 1e-5) on every geometry
 (lengths that are not multiples of the block size, one to four scales, ratios 2 and 3,
 causal or not, several batch rows and heads), the kernels are actually taken where they
@@ -38,6 +39,7 @@ def _case(n, L, r, causal, dtype, batch=2, heads=3, dh=5, seed=0):
 def _run(outs, w, u, n, r, causal, fused, create_graph=False):
     outs = [o.detach().requires_grad_() for o in outs]
     w = w.detach().requires_grad_()
+    u = u.detach().requires_grad_()
     with fused_cpu.use_fused_cpu(fused):
         rows, _ = scale_rows(outs, [None] * len(outs), n, r, causal=causal)
         scores, gram = game_features(rows, u)
@@ -45,9 +47,9 @@ def _run(outs, w, u, n, r, causal, fused, create_graph=False):
         gen = torch.Generator().manual_seed(7)
         loss = (gram * torch.randn(gram.shape, dtype=gram.dtype, generator=gen)).sum()
         loss = loss + (y * torch.randn(y.shape, dtype=y.dtype, generator=gen)).sum()
-        loss = loss + scores.sum()
-        grads = torch.autograd.grad(loss, [w, *outs], create_graph=create_graph)
-    return [gram, y, *grads]
+        loss = loss + (scores * torch.randn(scores.shape, dtype=y.dtype, generator=gen)).sum()
+        grads = torch.autograd.grad(loss, [w, u, *outs], create_graph=create_graph)
+    return [scores, gram, y, *grads]
 
 
 @settings(max_examples=40, deadline=None)
@@ -101,7 +103,7 @@ def test_double_backward_falls_back_to_the_loops():
     got = _run(outs, w, u, 13, 2, True, fused=True, create_graph=True)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert got[2].requires_grad  # a graph of the gradient: the loops' backward ran
+    assert got[3].requires_grad  # a graph of the gradient: the loops' backward ran
 
 
 @pytest.mark.parametrize("strategy", ["nash", "softmax"])
