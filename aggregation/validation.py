@@ -12,7 +12,8 @@ What each helper checks:
 * :func:`as_tensor`: a tensor, NumPy array or rectangular nested sequence of
   real numbers (not complex, not ragged), with at least ``min_dim`` dimensions
   and (by default) finite entries; returns a floating tensor.
-* :func:`check_finite`: a tensor holds no NaN or infinite entry.
+* :func:`check_finite`: a tensor holds no NaN or infinite entry (:func:`all_finite`
+  answers the same question without raising).
 * :func:`check_real`: a finite real Python number (``int`` or ``float``, not ``bool``).
 * :func:`check_nonnegative`: a finite real number ``>= 0`` (a tolerance).
 * :func:`check_positive`: a finite real number ``> 0`` (a temperature, a step size).
@@ -40,6 +41,7 @@ from torch import Tensor
 __all__ = [
     "as_tensor",
     "check_choice",
+    "all_finite",
     "check_finite",
     "check_float_dtype",
     "check_int",
@@ -156,14 +158,26 @@ def as_tensor(
     return tensor
 
 
+def all_finite(*tensors: Tensor) -> bool:
+    """Whether every entry of every tensor is finite (one host read per tensor).
+
+    A finite sum proves every entry finite (NaN and inf propagate through it), one
+    vectorised reduction with no temporary; only a sum that overflows falls back to the
+    elementwise test.
+    """
+    for tensor in tensors:
+        if not tensor.numel() or not tensor.is_floating_point():
+            continue
+        if bool(torch.isfinite(tensor.detach().sum())):
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            return False
+    return True
+
+
 def check_finite(tensor: Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``tensor`` holds NaN or infinite entries."""
-    if tensor.numel() and tensor.is_floating_point():
-        # fast path: a finite sum proves every entry finite (NaN and inf propagate);
-        # only an overflowing sum needs the elementwise test below
-        if bool(torch.isfinite(tensor.detach().sum())):
-            return
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(
             f"{name} must be finite; received {bad} NaN or infinite "

@@ -113,39 +113,23 @@ def _window_bias(
     return bias
 
 
-def _neighbours(t: Tensor, offsets: tuple[int, ...], start: int, stop: int) -> Tensor:
-    """Key/value blocks of the query blocks ``start .. stop - 1``.
+def _windows(t: Tensor, start: int, stop: int, span: int) -> Tensor:
+    """The key/value windows of query blocks ``start .. stop - 1``, as a view (no copy).
 
-    ``(..., nb, w, d)`` -> ``(..., stop - start, S, d)``: slot group ``g`` of block
-    ``i`` holds block ``i + offsets[g]`` of ``t`` (zeros outside ``[0, nb)``), so
-    ``S = len(offsets) * w``.
+    ``t`` ``(nbp, w, d)`` contiguous holds the blocks of one (batch, head) pair with
+    ``-offsets[0]`` zero blocks before them, so the ``S = span`` keys of block ``i``
+    (blocks ``i + offsets``) are the ``S`` consecutive rows from row ``i w``: windows
+    that overlap in memory, ``(stop - start, S, d)`` with strides ``(w d, d, 1)``.
     """
-    *lead, nb, w, d = t.shape
-    c = stop - start
-    out = t.new_empty(*lead, c, len(offsets) * w, d)  # (..., c, S, d)
-    for g, o in enumerate(offsets):
-        slot = out[..., g * w : (g + 1) * w, :]  # (..., c, w, d)
-        lo, hi = max(start + o, 0), min(stop + o, nb)  # source blocks that exist
-        if hi <= lo:
-            slot.zero_()
-            continue
-        first, last = lo - start - o, hi - start - o  # their rows in the chunk
-        slot[..., first:last, :, :].copy_(t[..., lo:hi, :, :])
-        slot[..., :first, :, :].zero_()
-        slot[..., last:, :, :].zero_()
-    return out
+    w = t.shape[1]
+    return t.flatten(0, 1).unfold(0, span, w)[start:stop].transpose(-1, -2)  # (c, S, d)
 
 
-def _fold_neighbours(
-    grad: Tensor, offsets: tuple[int, ...], start: int, stop: int, into: Tensor
-) -> None:
-    """Adjoint of :func:`_neighbours`: add ``grad`` ``(..., c, S, d)`` into ``(..., nb, w, d)``."""
-    nb, w = into.shape[-3], into.shape[-2]
-    for g, o in enumerate(offsets):
-        lo, hi = max(start + o, 0), min(stop + o, nb)
-        if hi > lo:
-            first, last = lo - start - o, hi - start - o
-            into[..., lo:hi, :, :] += grad[..., first:last, g * w : (g + 1) * w, :]
+def _fold_windows(grad: Tensor, start: int, groups: int, into: Tensor) -> None:
+    """Adjoint of :func:`_windows`: add ``grad`` ``(c, S, d)`` into ``into`` ``(nbp, w, d)``."""
+    c, w = grad.shape[0], into.shape[1]
+    for g in range(groups):  # slot group g of block i is padded block i + g
+        into[start + g : start + g + c] += grad[:, g * w : (g + 1) * w]
 
 
 _CHUNK_ELEMENTS = 1 << 18  # score entries per chunk of query blocks (1 MiB of float32)
@@ -165,90 +149,104 @@ class _BlockedAttention(torch.autograd.Function):
         dV_S = P^T dO,  dP = dO V_S^T,  dS = P * (dP - rowsum(dO * O)),
         dQ = dS K_S / sqrt(d_h),    dK_S = dS^T Q / sqrt(d_h),
 
-    with ``dK_S``, ``dV_S`` folded back onto the blocks they were copied from.
-    Saved: ``q, k, v``, ``O`` (the caller keeps it anyway) and the mask, one bool
-    per entry of ``bias`` (which holds only ``0`` and ``-inf``; no head axis); not
-    ``P`` (``w S`` floats per block and head). Every query row has all its ``S``
-    keys in one chunk, so the recomputation is the forward's softmax of the same
-    scores, by the same operations: ``P`` is the forward's bit for bit and no
-    row statistic (FlashAttention's log-sum-exp, needed there because a row's
-    keys span several tiles) has to be kept. It costs one product ``Q K_S^T`` and
-    one softmax per chunk. The neighbour blocks, scores, probabilities and score
-    gradients are built per chunk of query blocks (cache-sized, so no large
-    temporary is allocated) and dropped. Masked entries have ``P = 0`` exactly,
-    so no gradient reaches a masked key (exact causality of the gradients).
+    with ``dK_S``, ``dV_S`` folded back onto the blocks they were read from. The keys
+    and values are padded with zero blocks once (before the first block, and after the
+    last when non-causal), so the ``S`` keys of every block are ``S`` consecutive rows:
+    they are read as overlapping windows of one (batch, head) pair (:func:`_windows`, a
+    strided view), with no copy, and the scaled scores plus the bias are one
+    ``baddbmm``. Saved: ``q`` and the padded ``k, v``, ``O`` (the caller keeps it
+    anyway) and the mask, one bool per entry of ``bias`` (which holds only ``0`` and
+    ``-inf``; no head axis); not ``P`` (``w S`` floats per block and head). Every query
+    row has all its ``S`` keys in one chunk, so the recomputation is the forward's
+    softmax of the same scores, by the same operations: ``P`` is the forward's bit for
+    bit and no row statistic (FlashAttention's log-sum-exp, needed there because a
+    row's keys span several tiles) has to be kept. It costs one product ``Q K_S^T`` and
+    one softmax per chunk. Scores, probabilities and score gradients are built per
+    chunk of query blocks of one (batch, head) pair (cache-sized, so no large temporary
+    is allocated) and dropped. Masked entries have ``P = 0`` exactly, so no gradient
+    reaches a masked key (exact causality of the gradients).
     """
 
     @staticmethod
-    def _probs(q_s: Tensor, k_s: Tensor, masked: Tensor) -> Tensor:
-        """``P`` of one chunk, ``(B, H, c, w, S)``, float32 at least.
+    def _probs(q: Tensor, k_w: Tensor, bias: Tensor, scale: float) -> Tensor:
+        """``P`` of one chunk, ``(c, w, S)``, float32 at least.
 
         Args:
-            q_s: ``(B, H, c, w, d_h)``, the chunk's queries times ``1 / sqrt(d_h)``.
-            k_s: ``(B, H, c, S, d_h)``, their neighbour keys.
-            masked: broadcastable to ``(B, H, c, w, S)``, True where the bias is
-                ``-inf`` (adding a ``0 / -inf`` bias is setting ``-inf`` there).
+            q: ``(c, w, d_h)`` the chunk's queries.
+            k_w: ``(c, S, d_h)`` their key windows.
+            bias: ``(c, w, S)`` ``0 / -inf``, float32 at least.
+            scale: ``1 / sqrt(d_h)``.
         """
-        scores = torch.matmul(q_s, k_s.transpose(-1, -2))  # (B, H, c, w, S)
-        if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32
-            scores = scores.float()
-        # the chunk's bias (no head axis: H times smaller than the scores), added: a
-        # broadcast add is several times faster than a broadcast masked_fill_
-        bias = torch.zeros(masked.shape, dtype=scores.dtype, device=scores.device)
-        scores = scores.add_(bias.masked_fill_(masked, -math.inf))
+        if q.dtype in (torch.float16, torch.bfloat16):  # scores and softmax in float32
+            scores = torch.bmm(q, k_w.transpose(-1, -2)).float().mul_(scale).add_(bias)
+        else:
+            scores = torch.baddbmm(bias, q, k_w.transpose(-1, -2), alpha=scale)  # (c, w, S)
         return torch.softmax(scores, dim=-1)
 
     @staticmethod
+    def _chunks(batch: int, heads: int, nb: int, rows: int):
+        """``(b, h, start, stop)`` of every chunk: ``rows`` query blocks of one pair."""
+        for b in range(batch):
+            for h in range(heads):
+                for start in range(0, nb, rows):
+                    yield b, h, start, min(nb, start + rows)
+
+    @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, offsets: tuple[int, ...]):
-        # q, k, v: (B, H, nb, w, d_h); bias: 0 / -inf, broadcastable to (B, H, nb, w, S)
+        # q, k, v: (B, H, nb, w, d_h); bias: 0 / -inf, (nb, w, S) or (B, 1, nb, w, S)
         batch, heads, nb, w, dh = q.shape
         span = len(offsets) * w
         scale = dh**-0.5
-        rows = max(1, _CHUNK_ELEMENTS // (batch * heads * w * span))
+        rows = max(1, _CHUNK_ELEMENTS // (w * span))  # query blocks per chunk
+        pad = (0, 0, 0, 0, -offsets[0], offsets[-1])  # zero blocks before and after
         with _no_autocast(q.device):
+            q = q.contiguous()
+            kp, vp = F.pad(k, pad), F.pad(v, pad)  # (B, H, nb + G - 1, w, d_h)
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
             masked = torch.isneginf(bias)  # bias's shape, bool
-            for start in range(0, nb, rows):
-                stop = min(nb, start + rows)
-                k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
-                v_s = _neighbours(v, offsets, start, stop)
-                q_s = q[:, :, start:stop] * scale  # (B, H, c, w, d_h)
-                p = _BlockedAttention._probs(q_s, k_s, masked[..., start:stop, :, :])
-                out[:, :, start:stop] = torch.matmul(p.to(v.dtype), v_s)
-        ctx.save_for_backward(q, k, v, masked, out)
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
+                bias_c = bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
+                k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
+                v_w = _windows(vp[b, h], start, stop, span)
+                p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale)
+                torch.bmm(p.to(v.dtype), v_w, out=out[b, h, start:stop])
+        ctx.save_for_backward(q, kp, vp, masked, out)
         ctx.offsets, ctx.rows = offsets, rows
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, masked, out = ctx.saved_tensors
+        q, kp, vp, masked, out = ctx.saved_tensors
         offsets, rows = ctx.offsets, ctx.rows
-        nb, dh = q.shape[-3], q.shape[-1]
+        batch, heads, nb, w, dh = q.shape
+        groups = len(offsets)
+        span = groups * w
         scale = dh**-0.5
-        grad_out = grad_out.to(out.dtype)
         with _no_autocast(q.device):
+            grad_out = grad_out.to(out.dtype).contiguous()
+            dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+            bias = torch.zeros(masked.shape, dtype=dtype, device=q.device)
+            bias.masked_fill_(masked, -math.inf)  # the forward's bias, rebuilt once
             grad_q = torch.empty_like(q)
-            grad_k = torch.zeros_like(k)
-            grad_v = torch.zeros_like(v)
-            for start in range(0, nb, rows):
-                stop = min(nb, start + rows)
-                k_s = _neighbours(k, offsets, start, stop)  # (B, H, c, S, d_h)
-                v_s = _neighbours(v, offsets, start, stop)
-                q_s = q[:, :, start:stop] * scale  # (B, H, c, w, d_h), as in forward
-                d_out = grad_out[:, :, start:stop].contiguous()  # read by two products
-                p = _BlockedAttention._probs(q_s, k_s, masked[..., start:stop, :, :])
-                p = p.to(q.dtype)  # (B, H, c, w, S): the forward's P, recomputed
+            grad_kp = torch.zeros_like(kp)
+            grad_vp = torch.zeros_like(vp)
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
+                bias_c = bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
+                k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
+                v_w = _windows(vp[b, h], start, stop, span)
+                q_c = q[b, h, start:stop]  # (c, w, d_h)
+                d_out = grad_out[b, h, start:stop]
+                p = _BlockedAttention._probs(q_c, k_w, bias_c, scale).to(q.dtype)  # (c, w, S)
                 # dV_S = P^T dO
-                _fold_neighbours(
-                    torch.matmul(p.transpose(-1, -2), d_out), offsets, start, stop, grad_v
-                )
-                grad_p = torch.matmul(d_out, v_s.transpose(-1, -2))  # (B, H, c, w, S)
-                row = (d_out * out[:, :, start:stop]).sum(-1, keepdim=True)  # (B, H, c, w, 1)
+                _fold_windows(torch.bmm(p.transpose(-1, -2), d_out), start, groups, grad_vp[b, h])
+                grad_p = torch.bmm(d_out, v_w.transpose(-1, -2))  # (c, w, S)
+                row = (d_out * out[b, h, start:stop]).sum(-1, keepdim=True)  # (c, w, 1)
                 grad_s = grad_p.sub_(row).mul_(p)  # d / d(scaled scores)
-                grad_q[:, :, start:stop] = torch.matmul(grad_s, k_s).mul_(scale)
-                grad_ks = torch.matmul(grad_s.transpose(-1, -2), q_s)  # dS^T Q / sqrt(d_h)
-                _fold_neighbours(grad_ks, offsets, start, stop, grad_k)
-        return grad_q, grad_k, grad_v, None, None
+                torch.bmm(grad_s, k_w, out=grad_q[b, h, start:stop]).mul_(scale)
+                grad_kw = torch.bmm(grad_s.transpose(-1, -2), q_c).mul_(scale)  # dS^T Q / sqrt
+                _fold_windows(grad_kw, start, groups, grad_kp[b, h])
+        lead = -offsets[0]
+        return grad_q, grad_kp[:, :, lead : lead + nb], grad_vp[:, :, lead : lead + nb], None, None
 
 
 def local_attention(

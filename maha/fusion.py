@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 import aggregation
 from aggregation.scale.small_batch import scale_game_small_batch
-from aggregation.validation import compute_dtype, describe
+from aggregation.validation import all_finite, compute_dtype, describe
 
 from .attention import _no_autocast
 from .config import MAHAConfig, check_config, validate_layer_args
@@ -162,7 +162,7 @@ def _check_finite(a: Tensor, C: Tensor) -> None:
     """Refuse non-finite games, naming their source (one host read; skipped under compile)."""
     if torch.compiler.is_compiling():
         return
-    if not bool(torch.isfinite(a).all() & torch.isfinite(C).all()):
+    if not all_finite(a, C):
         raise ValueError(
             "o (the scale outputs) must be finite, and so must the fusion's parameters: the "
             "utilities and interactions of the fusion games built from them hold NaN or inf"

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aggregation.validation import check_int, describe
+from aggregation.validation import all_finite, check_int, describe
 
 from .attention import MultiscaleAttention
 from .config import MAHAConfig, check_config
@@ -80,11 +80,7 @@ def check_attention_inputs(
         raise TypeError(f"x must be a floating-point tensor; received {describe(x)}")
     # One host read per call (skipped while torch.compile traces): a NaN/inf would
     # reach earlier positions through the fusion and real tokens through padding.
-    if (
-        not torch.compiler.is_compiling()
-        and x.device.type != "meta"
-        and not bool(torch.isfinite(x).all())
-    ):
+    if not torch.compiler.is_compiling() and x.device.type != "meta" and not all_finite(x):
         raise ValueError(
             "x must be finite everywhere, padding included (NaN or inf would spread to "
             f"other positions); received {int((~torch.isfinite(x)).sum())} non-finite "

@@ -6,8 +6,10 @@ import torch
 
 import aggregation.validation as validation
 from aggregation.validation import (
+    all_finite,
     as_tensor,
     check_choice,
+    check_finite,
     check_float_dtype,
     check_int,
     check_nonnegative,
@@ -105,3 +107,15 @@ def test_the_public_module_documents_every_helper():
         helper = getattr(validation, name)
         assert helper.__doc__, f"{name} has no docstring"
         assert f":func:`{name}`" in doc, f"the module docstring does not say what {name} checks"
+
+
+def test_all_finite_reads_overflowing_sums_and_every_tensor():
+    big = torch.full((4,), 3e38)  # finite entries whose float32 sum overflows to inf
+    assert all_finite(big) and all_finite(big, torch.zeros(0), torch.arange(3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = big.clone()
+        t[2] = bad
+        assert not all_finite(t)
+        assert not all_finite(torch.ones(3), t)  # the second tensor is read too
+        with pytest.raises(ValueError, match="x must be finite"):
+            check_finite(t, "x")
