@@ -32,6 +32,7 @@ through SDPA's fused kernels. :func:`maha.flex.use_flex` forces either path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -113,6 +114,19 @@ def _window_bias(
     return bias
 
 
+@functools.lru_cache(maxsize=32)
+def _shared_window_bias(
+    nb: int, w: int, span: int, n: int, causal: bool, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """:func:`_window_bias`, built once per geometry and shared by every call (read only).
+
+    Building it is a fresh allocation of ``nb w S`` floats (2 MiB at 4096 positions,
+    ``w = 64``), which costs as much as a scale's attention products; every call of a
+    layer at one length needs the same one.
+    """
+    return _window_bias(nb, w, span, n, causal, device, dtype)
+
+
 def _windows(t: Tensor, start: int, stop: int, span: int) -> Tensor:
     """The key/value windows of query blocks ``start .. stop - 1``, as a view (no copy).
 
@@ -149,22 +163,22 @@ class _BlockedAttention(torch.autograd.Function):
         dV_S = P^T dO,  dP = dO V_S^T,  dS = P * (dP - rowsum(dO * O)),
         dQ = dS K_S / sqrt(d_h),    dK_S = dS^T Q / sqrt(d_h),
 
-    with ``dK_S``, ``dV_S`` folded back onto the blocks they were read from. The keys
-    and values are padded with zero blocks once (before the first block, and after the
-    last when non-causal), so the ``S`` keys of every block are ``S`` consecutive rows:
-    they are read as overlapping windows of one (batch, head) pair (:func:`_windows`, a
-    strided view), with no copy, and the scaled scores plus the bias are one
-    ``baddbmm``. Saved: ``q`` and the padded ``k, v``, ``O`` (the caller keeps it
-    anyway) and the mask, one bool per entry of ``bias`` (which holds only ``0`` and
-    ``-inf``; no head axis); not ``P`` (``w S`` floats per block and head). Every query
-    row has all its ``S`` keys in one chunk, so the recomputation is the forward's
-    softmax of the same scores, by the same operations: ``P`` is the forward's bit for
-    bit and no row statistic (FlashAttention's log-sum-exp, needed there because a
-    row's keys span several tiles) has to be kept. It costs one product ``Q K_S^T`` and
-    one softmax per chunk. Scores, probabilities and score gradients are built per
-    chunk of query blocks of one (batch, head) pair (cache-sized, so no large temporary
-    is allocated) and dropped. Masked entries have ``P = 0`` exactly, so no gradient
-    reaches a masked key (exact causality of the gradients).
+    with ``dK_S``, ``dV_S`` folded back onto the blocks they were read from. The keys and
+    values are padded with zero blocks once (before the first block, and after the last when
+    non-causal), so the ``S`` keys of every block are ``S`` consecutive rows: they are read
+    as overlapping windows of one (batch, head) pair (:func:`_windows`, a strided view),
+    with no copy, and the scaled scores plus the bias are one ``baddbmm``. Saved: ``q`` and
+    the padded ``k, v``, ``O`` (the caller keeps it anyway) and the mask: the bias itself
+    where it is the ``(nb, w, S)`` pattern shared by every call at one length (no copy),
+    else one bool per entry of ``bias`` (which holds only ``0`` and ``-inf``; no head axis);
+    not ``P`` (``w S`` floats per block and head). Every query row has all its ``S`` keys in
+    one chunk, so the recomputation is the forward's softmax of the same scores, by the same
+    operations: ``P`` is the forward's bit for bit and no row statistic (FlashAttention's
+    log-sum-exp, needed there because a row's keys span several tiles) has to be kept. It
+    costs one product ``Q K_S^T`` and one softmax per chunk. Scores, probabilities and score
+    gradients are built per chunk of query blocks of one (batch, head) pair (cache-sized, so
+    no large temporary is allocated) and dropped. Masked entries have ``P = 0`` exactly, so
+    no gradient reaches a masked key (exact causality of the gradients).
     """
 
     @staticmethod
@@ -203,7 +217,8 @@ class _BlockedAttention(torch.autograd.Function):
             q = q.contiguous()
             kp, vp = F.pad(k, pad), F.pad(v, pad)  # (B, H, nb + G - 1, w, d_h)
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
-            masked = torch.isneginf(bias)  # bias's shape, bool
+            # a shared (nb, w, S) bias is kept as it is; a per-batch one as its bool mask
+            masked = bias if bias.dim() == 3 else torch.isneginf(bias)
             for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
                 bias_c = bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
@@ -224,9 +239,11 @@ class _BlockedAttention(torch.autograd.Function):
         scale = dh**-0.5
         with _no_autocast(q.device):
             grad_out = grad_out.to(out.dtype).contiguous()
-            dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-            bias = torch.zeros(masked.shape, dtype=dtype, device=q.device)
-            bias.masked_fill_(masked, -math.inf)  # the forward's bias, rebuilt once
+            bias = masked
+            if masked.dtype == torch.bool:  # the forward's bias, rebuilt once
+                dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+                bias = torch.zeros(masked.shape, dtype=dtype, device=q.device)
+                bias.masked_fill_(masked, -math.inf)
             grad_q = torch.empty_like(q)
             grad_kp = torch.zeros_like(kp)
             grad_vp = torch.zeros_like(vp)
@@ -291,7 +308,8 @@ def local_attention(
     device = q.device
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     has_key = None
-    bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
+    build = _window_bias if torch.compiler.is_compiling() else _shared_window_bias
+    bias = build(nb, w, span, n, causal, torch.device(device), dtype)  # (nb, w, S), read only
     if valid is not None:
         kpos = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(
             span, device=device

@@ -207,3 +207,34 @@ def test_fusion_kernels_free_the_scale_outputs_after_backward(kernel):
     gc.collect()
     assert all(r() is None for r in refs)
     assert all(o.grad is not None for o in outs)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_shared_bias_is_saved_as_is_and_equals_the_per_batch_mask(causal):
+    """A layer's (nb, w, S) bias is one tensor per geometry (built once, never copied into
+    the saved state); with it, values and gradients equal the per-batch bool-mask path."""
+    offsets = (-1, 0) if causal else (-1, 0, 1)
+    nb, w, dh = 5, 4, 3
+    span = len(offsets) * w
+    shared = attention._shared_window_bias(
+        nb, w, span, nb * w, causal, torch.device("cpu"), torch.float64
+    )
+    assert shared is attention._shared_window_bias(
+        nb, w, span, nb * w, causal, torch.device("cpu"), torch.float64
+    )
+    assert torch.equal(shared, _window_bias(nb, w, span, nb * w, causal, "cpu", torch.float64))
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (
+        torch.randn(2, 3, nb, w, dh, dtype=torch.float64, generator=gen).requires_grad_()
+        for _ in range(3)
+    )
+    per_batch = shared.expand(2, 1, nb, w, span).clone()
+    out, saved = _saved(lambda: _BlockedAttention.apply(q, k, v, shared, offsets))
+    assert any(t is shared for t in saved)
+    ref = _BlockedAttention.apply(q, k, v, per_batch, offsets)
+    assert torch.equal(out, ref)
+    cot = torch.randn_like(out)
+    for a, b in zip(
+        torch.autograd.grad(out, (q, k, v), cot), torch.autograd.grad(ref, (q, k, v), cot)
+    ):
+        assert torch.equal(a, b)
