@@ -146,6 +146,14 @@ def _fold_windows(grad: Tensor, start: int, groups: int, into: Tensor) -> None:
         into[start + g : start + g + c] += grad[:, g * w : (g + 1) * w]
 
 
+def _pad_blocks(t: Tensor, offsets: tuple[int, ...]) -> Tensor:
+    """Key or value blocks ``(B, H, nb, w, d)`` with ``-offsets[0]`` zero blocks before and
+    ``offsets[-1]`` after: ``(B, H, nb + G - 1, w, d)``, the layout that
+    :class:`_BlockedAttention` reads its windows from (``local_attention`` builds it in
+    the same copy as the blocks)."""
+    return F.pad(t, (0, 0, 0, 0, -offsets[0], offsets[-1]))
+
+
 _CHUNK_ELEMENTS = 1 << 18  # score entries per chunk of query blocks (1 MiB of float32)
 
 
@@ -206,16 +214,20 @@ class _BlockedAttention(torch.autograd.Function):
                     yield b, h, start, min(nb, start + rows)
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, offsets: tuple[int, ...]):
-        # q, k, v: (B, H, nb, w, d_h); bias: 0 / -inf, (nb, w, S) or (B, 1, nb, w, S)
+    def forward(ctx, q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor, offsets: tuple[int, ...]):
+        # q: (B, H, nb, w, d_h); kp, vp: (B, H, nb + G - 1, w, d_h), the key and value
+        # blocks padded as by _pad_blocks; bias: 0 / -inf, (nb, w, S) or (B, 1, nb, w, S)
         batch, heads, nb, w, dh = q.shape
         span = len(offsets) * w
         scale = dh**-0.5
         rows = max(1, _CHUNK_ELEMENTS // (w * span))  # query blocks per chunk
-        pad = (0, 0, 0, 0, -offsets[0], offsets[-1])  # zero blocks before and after
+        if kp.shape[2] != nb + len(offsets) - 1 or vp.shape != kp.shape:
+            raise ValueError(
+                "k and v must be the key and value blocks padded by _pad_blocks: "
+                f"{nb + len(offsets) - 1} blocks; received {tuple(kp.shape)}, {tuple(vp.shape)}"
+            )
         with _no_autocast(q.device):
-            q = q.contiguous()
-            kp, vp = F.pad(k, pad), F.pad(v, pad)  # (B, H, nb + G - 1, w, d_h)
+            q, kp, vp = q.contiguous(), kp.contiguous(), vp.contiguous()
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
             # a shared (nb, w, S) bias is kept as it is; a per-batch one as its bool mask
             masked = bias if bias.dim() == 3 else torch.isneginf(bias)
@@ -224,7 +236,7 @@ class _BlockedAttention(torch.autograd.Function):
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
                 p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale)
-                torch.bmm(p.to(v.dtype), v_w, out=out[b, h, start:stop])
+                torch.bmm(p.to(vp.dtype), v_w, out=out[b, h, start:stop])
         ctx.save_for_backward(q, kp, vp, masked, out)
         ctx.offsets, ctx.rows = offsets, rows
         return out
@@ -262,8 +274,7 @@ class _BlockedAttention(torch.autograd.Function):
                 torch.bmm(grad_s, k_w, out=grad_q[b, h, start:stop]).mul_(scale)
                 grad_kw = torch.bmm(grad_s.transpose(-1, -2), q_c).mul_(scale)  # dS^T Q / sqrt
                 _fold_windows(grad_kw, start, groups, grad_kp[b, h])
-        lead = -offsets[0]
-        return grad_q, grad_kp[:, :, lead : lead + nb], grad_vp[:, :, lead : lead + nb], None, None
+        return grad_q, grad_kp, grad_vp, None, None  # zero on the padding
 
 
 def local_attention(
@@ -321,12 +332,15 @@ def local_attention(
         # rows without keys: anything finite (their output is zeroed below)
         bias = bias.masked_fill(~has_key.unsqueeze(-1), 0.0).unsqueeze(1)  # (B, 1, nb, w, S)
 
-    def blocked(t: Tensor) -> Tensor:
-        if tail:
-            t = F.pad(t, (0, 0, 0, tail))  # (B, H, nb w, d_h)
-        return t.reshape(batch, heads, nb, w, dh)
+    def blocked(t: Tensor, before: int = 0, after: int = 0) -> Tensor:
+        if tail or before or after:  # one copy: pad and lay out the blocks together
+            t = F.pad(t, (0, 0, before * w, tail + after * w))  # (B, H, (nb + b + a) w, d_h)
+        return t.reshape(batch, heads, -1, w, dh)
 
-    out = _BlockedAttention.apply(blocked(q), blocked(k), blocked(v), bias, offsets)
+    lead, trail = -offsets[0], offsets[-1]  # the key/value blocks padded for the windows
+    out = _BlockedAttention.apply(
+        blocked(q), blocked(k, lead, trail), blocked(v, lead, trail), bias, offsets
+    )
     if has_key is not None:
         out = _finish(out, has_key.unsqueeze(1))
         has_key = has_key.reshape(batch, nb * w)[:, :n]  # (B, n)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import maha.attention as attention
-from maha.attention import _BlockedAttention, _window_bias
+from maha.attention import _BlockedAttention, _pad_blocks, _window_bias
 from maha.decomposition import HierarchicalDecomposition, _DepthwiseChain, downsample_valid
 from maha.fusion_ops import game_features, mix, scale_rows
 
@@ -61,6 +61,13 @@ def _blocked_inputs(nb, w, causal, *, seed, extra_mask=True, batch=2, heads=2, d
     return q, k, v, bias.unsqueeze(1)  # bias: (B, 1, nb, w, S)
 
 
+def _blocked(q, k, v, bias, offsets):
+    """``_BlockedAttention`` on unpadded key/value blocks (padded as ``local_attention`` does)."""
+    return _BlockedAttention.apply(
+        q, _pad_blocks(k, offsets), _pad_blocks(v, offsets), bias, offsets
+    )
+
+
 def _dense_reference(q, k, v, bias, offsets):
     """``softmax(Q_i K_S^T / sqrt(d_h) + bias_i) V_S`` by plain autograd ops only."""
     nb = q.shape[2]
@@ -85,7 +92,7 @@ def test_blocked_attention_equals_dense_autograd_reference(causal, chunk, monkey
     offsets = (-1, 0) if causal else (-1, 0, 1)
     q, k, v, bias = _blocked_inputs(5, 4, causal, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    out = _BlockedAttention.apply(q, k, v, bias, offsets)
+    out = _blocked(q, k, v, bias, offsets)
     expected = _dense_reference(q, k, v, bias, offsets)
     torch.testing.assert_close(out, expected, rtol=1e-13, atol=1e-13)
     cot = torch.randn_like(out)
@@ -100,9 +107,7 @@ def test_blocked_attention_gradcheck(causal):
     offsets = (-1, 0) if causal else (-1, 0, 1)
     q, k, v, bias = _blocked_inputs(3, 2, causal, seed=5, batch=1)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    assert torch.autograd.gradcheck(
-        lambda q, k, v: _BlockedAttention.apply(q, k, v, bias, offsets), (q, k, v)
-    )
+    assert torch.autograd.gradcheck(lambda q, k, v: _blocked(q, k, v, bias, offsets), (q, k, v))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -112,7 +117,7 @@ def test_masked_keys_get_exactly_zero_gradient(causal):
     nb, w = 4, 3
     q, k, v, bias = _blocked_inputs(nb, w, causal, seed=9, batch=1, heads=1)
     k, v = k.requires_grad_(), v.requires_grad_()
-    out = _BlockedAttention.apply(q, k, v, bias, offsets)  # (1, 1, nb, w, d_h)
+    out = _blocked(q, k, v, bias, offsets)  # (1, 1, nb, w, d_h)
     span = len(offsets) * w
     for block in range(nb):
         for row in range(w):
@@ -133,7 +138,7 @@ def test_blocked_attention_saves_no_probabilities():
     q, k, v, bias = _blocked_inputs(6, 4, True, seed=1)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     span = bias.shape[-1]
-    out, saved = _saved(lambda: _BlockedAttention.apply(q, k, v, bias, (-1, 0)))
+    out, saved = _saved(lambda: _blocked(q, k, v, bias, (-1, 0)))
     assert not [t for t in saved if t.is_floating_point() and t.shape[-1] == span]
     nb = q.shape[2]  # q, out, and k, v padded with one zero block each (causal)
     assert sum(t.numel() * t.element_size() for t in saved) <= (
@@ -229,9 +234,9 @@ def test_shared_bias_is_saved_as_is_and_equals_the_per_batch_mask(causal):
         for _ in range(3)
     )
     per_batch = shared.expand(2, 1, nb, w, span).clone()
-    out, saved = _saved(lambda: _BlockedAttention.apply(q, k, v, shared, offsets))
+    out, saved = _saved(lambda: _blocked(q, k, v, shared, offsets))
     assert any(t is shared for t in saved)
-    ref = _BlockedAttention.apply(q, k, v, per_batch, offsets)
+    ref = _blocked(q, k, v, per_batch, offsets)
     assert torch.equal(out, ref)
     cot = torch.randn_like(out)
     for a, b in zip(
