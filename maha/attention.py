@@ -32,9 +32,9 @@ through SDPA's fused kernels. :func:`maha.flex.use_flex` forces either path.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -114,17 +114,56 @@ def _window_bias(
     return bias
 
 
-@functools.lru_cache(maxsize=32)
-def _shared_window_bias(
-    nb: int, w: int, span: int, n: int, causal: bool, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """:func:`_window_bias`, built once per geometry and shared by every call (read only).
+@dataclass(frozen=True)
+class _BlockBias:
+    """The window bias of :func:`_window_bias` without its ``(nb, w, S)`` copy.
 
-    Building it is a fresh allocation of ``nb w S`` floats (2 MiB at 4096 positions,
-    ``w = 64``), which costs as much as a scale's attention products; every call of a
-    layer at one length needs the same one.
+    Interior blocks share one ``(w, S)`` pattern, read as a broadcast view; only the
+    *edge* blocks (the first, which has no previous block, and the last ones, whose
+    slots pass ``n``) are stored, ``edge (E, w, S)`` for blocks ``0`` and
+    ``tail_from .. nb - 1``. Chunks of query blocks are cut at ``cuts`` so that each is
+    all interior or all edge.
     """
-    return _window_bias(nb, w, span, n, causal, device, dtype)
+
+    pattern: Tensor  # (w, S)
+    edge: Tensor  # (E, w, S): block 0, then blocks tail_from .. nb - 1
+    nb: int
+    tail_from: int
+
+    @property
+    def cuts(self) -> tuple[int, ...]:
+        return (1, self.tail_from)
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        """The bias of blocks ``start .. stop - 1`` (one side of every cut), ``(c, w, S)``."""
+        if stop <= 1:
+            return self.edge[:1]
+        if start >= self.tail_from:  # edge[1 + i - tail_from] is block i
+            return self.edge[1 + start - self.tail_from : 1 + stop - self.tail_from]
+        return self.pattern.expand(stop - start, *self.pattern.shape)
+
+    @staticmethod
+    def build(
+        nb: int, w: int, span: int, n: int, causal: bool, device, dtype: torch.dtype
+    ) -> _BlockBias:
+        rel = torch.arange(w, device=device).view(w, 1) + w - torch.arange(span, device=device)
+        allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w  # (w, S)
+        pattern = torch.zeros(w, span, dtype=dtype, device=device)
+        pattern.masked_fill_(~allowed, -math.inf)
+        tail_from = max(1, (n + w - span) // w)  # the first block with slots past n
+        blocks = [0, *range(tail_from, nb)]
+        edge = pattern.expand(len(blocks), w, span).clone()  # (E, w, S)
+        edge[0, :, :w] = -math.inf  # slot group of block -1: no keys
+        for e, i in enumerate(blocks):  # block i's slot m sits at i w - w + m
+            edge[e, :, max(0, n - i * w + w) :] = -math.inf
+        return _BlockBias(pattern, edge, nb, tail_from)
+
+
+def _bias_rows(bias: Tensor | _BlockBias, b: int, start: int, stop: int) -> Tensor:
+    """The ``(c, w, S)`` bias of query blocks ``start .. stop - 1`` of batch row ``b``."""
+    if isinstance(bias, _BlockBias):
+        return bias.rows(start, stop)
+    return bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
 
 
 def _windows(t: Tensor, start: int, stop: int, span: int) -> Tensor:
@@ -206,12 +245,15 @@ class _BlockedAttention(torch.autograd.Function):
         return torch.softmax(scores, dim=-1)
 
     @staticmethod
-    def _chunks(batch: int, heads: int, nb: int, rows: int):
-        """``(b, h, start, stop)`` of every chunk: ``rows`` query blocks of one pair."""
+    def _chunks(batch: int, heads: int, nb: int, rows: int, cuts: tuple[int, ...] = ()):
+        """``(b, h, start, stop)`` of every chunk: at most ``rows`` query blocks of one
+        pair, never across a block index in ``cuts``."""
+        bounds = sorted({0, nb, *(c for c in cuts if 0 < c < nb)})
         for b in range(batch):
             for h in range(heads):
-                for start in range(0, nb, rows):
-                    yield b, h, start, min(nb, start + rows)
+                for lo, hi in zip(bounds, bounds[1:]):
+                    for start in range(lo, hi, rows):
+                        yield b, h, start, min(hi, start + rows)
 
     @staticmethod
     def forward(ctx, q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor, offsets: tuple[int, ...]):
@@ -229,16 +271,18 @@ class _BlockedAttention(torch.autograd.Function):
         with _no_autocast(q.device):
             q, kp, vp = q.contiguous(), kp.contiguous(), vp.contiguous()
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
-            # a shared (nb, w, S) bias is kept as it is; a per-batch one as its bool mask
-            masked = bias if bias.dim() == 3 else torch.isneginf(bias)
-            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
-                bias_c = bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
+            blockwise = isinstance(bias, _BlockBias)  # kept whole; a tensor as its bool mask
+            masked = torch.empty(0, dtype=torch.bool) if blockwise else torch.isneginf(bias)
+            cuts = bias.cuts if blockwise else ()
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows, cuts):
+                bias_c = _bias_rows(bias, b, start, stop)  # (c, w, S)
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
                 p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale)
                 torch.bmm(p.to(vp.dtype), v_w, out=out[b, h, start:stop])
         ctx.save_for_backward(q, kp, vp, masked, out)
         ctx.offsets, ctx.rows = offsets, rows
+        ctx.block_bias = bias if blockwise else None
         return out
 
     @staticmethod
@@ -251,16 +295,17 @@ class _BlockedAttention(torch.autograd.Function):
         scale = dh**-0.5
         with _no_autocast(q.device):
             grad_out = grad_out.to(out.dtype).contiguous()
-            bias = masked
-            if masked.dtype == torch.bool:  # the forward's bias, rebuilt once
+            bias = ctx.block_bias
+            if bias is None:  # the forward's bias, rebuilt once from its mask
                 dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
                 bias = torch.zeros(masked.shape, dtype=dtype, device=q.device)
                 bias.masked_fill_(masked, -math.inf)
+            cuts = bias.cuts if isinstance(bias, _BlockBias) else ()
             grad_q = torch.empty_like(q)
             grad_kp = torch.zeros_like(kp)
             grad_vp = torch.zeros_like(vp)
-            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
-                bias_c = bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows, cuts):
+                bias_c = _bias_rows(bias, b, start, stop)  # (c, w, S)
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
                 q_c = q[b, h, start:stop]  # (c, w, d_h)
@@ -319,9 +364,9 @@ def local_attention(
     device = q.device
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     has_key = None
-    build = _window_bias if torch.compiler.is_compiling() else _shared_window_bias
-    bias = build(nb, w, span, n, causal, torch.device(device), dtype)  # (nb, w, S), read only
-    if valid is not None:
+    bias: Tensor | _BlockBias = _BlockBias.build(nb, w, span, n, causal, device, dtype)
+    if valid is not None:  # a per-row bias: the window's, and keys that are padding
+        bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
         kpos = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(
             span, device=device
         )  # (nb, S): the key position of each slot
