@@ -159,30 +159,34 @@ class _BlockBias:
         return _BlockBias(pattern, edge, nb, tail_from)
 
 
-def _bias_rows(bias: Tensor | _BlockBias, b: int, start: int, stop: int) -> Tensor:
-    """The ``(c, w, S)`` bias of query blocks ``start .. stop - 1`` of batch row ``b``."""
+def _bias_rows(bias: Tensor | _BlockBias, b: int | slice, start: int, stop: int) -> Tensor:
+    """The bias of query blocks ``start .. stop - 1`` of batch row ``b``: ``(c, w, S)``, or
+    ``(B, 1, c, w, S)`` / ``(c, w, S)`` for every row (``b`` a slice)."""
     if isinstance(bias, _BlockBias):
         return bias.rows(start, stop)
-    return bias[b, 0, start:stop] if bias.dim() == 5 else bias[start:stop]
+    if bias.dim() == 3:
+        return bias[start:stop]
+    return bias[:, :, start:stop] if isinstance(b, slice) else bias[b, 0, start:stop]
 
 
 def _windows(t: Tensor, start: int, stop: int, span: int) -> Tensor:
     """The key/value windows of query blocks ``start .. stop - 1``, as a view (no copy).
 
-    ``t`` ``(nbp, w, d)`` contiguous holds the blocks of one (batch, head) pair with
+    ``t`` ``(..., nbp, w, d)`` contiguous holds the blocks of one (batch, head) pair with
     ``-offsets[0]`` zero blocks before them, so the ``S = span`` keys of block ``i``
     (blocks ``i + offsets``) are the ``S`` consecutive rows from row ``i w``: windows
-    that overlap in memory, ``(stop - start, S, d)`` with strides ``(w d, d, 1)``.
+    that overlap in memory, ``(..., stop - start, S, d)`` with strides ``(w d, d, 1)``.
     """
-    w = t.shape[1]
-    return t.flatten(0, 1).unfold(0, span, w)[start:stop].transpose(-1, -2)  # (c, S, d)
+    w = t.shape[-2]
+    windows = t.flatten(-3, -2).unfold(-2, span, w)  # (..., nbp - G + 1, d, S)
+    return windows[..., start:stop, :, :].transpose(-1, -2)  # (..., c, S, d)
 
 
 def _fold_windows(grad: Tensor, start: int, groups: int, into: Tensor) -> None:
-    """Adjoint of :func:`_windows`: add ``grad`` ``(c, S, d)`` into ``into`` ``(nbp, w, d)``."""
-    c, w = grad.shape[0], into.shape[1]
+    """Adjoint of :func:`_windows`: add ``grad`` ``(..., c, S, d)`` into ``(..., nbp, w, d)``."""
+    c, w = grad.shape[-3], into.shape[-2]
     for g in range(groups):  # slot group g of block i is padded block i + g
-        into[start + g : start + g + c] += grad[:, g * w : (g + 1) * w]
+        into[..., start + g : start + g + c, :, :] += grad[..., g * w : (g + 1) * w, :]
 
 
 def _pad_blocks(t: Tensor, offsets: tuple[int, ...]) -> Tensor:
@@ -238,16 +242,21 @@ class _BlockedAttention(torch.autograd.Function):
             bias: ``(c, w, S)`` ``0 / -inf``, float32 at least.
             scale: ``1 / sqrt(d_h)``.
         """
-        if q.dtype in (torch.float16, torch.bfloat16):  # scores and softmax in float32
-            scores = torch.bmm(q, k_w.transpose(-1, -2)).float().mul_(scale).add_(bias)
-        else:
+        if q.dim() == 3 and q.dtype not in (torch.float16, torch.bfloat16):
             scores = torch.baddbmm(bias, q, k_w.transpose(-1, -2), alpha=scale)  # (c, w, S)
+        else:  # scores and softmax in float32; (B, H, c, w, S) for the traced whole
+            scores = torch.matmul(q, k_w.transpose(-1, -2)).float() * scale + bias
         return torch.softmax(scores, dim=-1)
 
     @staticmethod
     def _chunks(batch: int, heads: int, nb: int, rows: int, cuts: tuple[int, ...] = ()):
         """``(b, h, start, stop)`` of every chunk: at most ``rows`` query blocks of one
-        pair, never across a block index in ``cuts``."""
+        pair, never across a block index in ``cuts``. While ``torch.compile`` traces,
+        one chunk of every pair and block (``b, h`` whole slices), so that the graph
+        does not unroll the loops."""
+        if torch.compiler.is_compiling():
+            yield slice(None), slice(None), 0, nb
+            return
         bounds = sorted({0, nb, *(c for c in cuts if 0 < c < nb)})
         for b in range(batch):
             for h in range(heads):
@@ -279,7 +288,10 @@ class _BlockedAttention(torch.autograd.Function):
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
                 p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale)
-                torch.bmm(p.to(vp.dtype), v_w, out=out[b, h, start:stop])
+                if p.dim() == 3:
+                    torch.bmm(p.to(vp.dtype), v_w, out=out[b, h, start:stop])
+                else:
+                    out[b, h, start:stop] = torch.matmul(p.to(vp.dtype), v_w)
         ctx.save_for_backward(q, kp, vp, masked, out)
         ctx.offsets, ctx.rows = offsets, rows
         ctx.block_bias = bias if blockwise else None
@@ -311,13 +323,18 @@ class _BlockedAttention(torch.autograd.Function):
                 q_c = q[b, h, start:stop]  # (c, w, d_h)
                 d_out = grad_out[b, h, start:stop]
                 p = _BlockedAttention._probs(q_c, k_w, bias_c, scale).to(q.dtype)  # (c, w, S)
-                # dV_S = P^T dO
-                _fold_windows(torch.bmm(p.transpose(-1, -2), d_out), start, groups, grad_vp[b, h])
-                grad_p = torch.bmm(d_out, v_w.transpose(-1, -2))  # (c, w, S)
+                # dV_S = P^T dO (matmul: bmm on one pair's chunk, batched on the whole)
+                _fold_windows(
+                    torch.matmul(p.transpose(-1, -2), d_out), start, groups, grad_vp[b, h]
+                )
+                grad_p = torch.matmul(d_out, v_w.transpose(-1, -2))  # (c, w, S)
                 row = (d_out * out[b, h, start:stop]).sum(-1, keepdim=True)  # (c, w, 1)
                 grad_s = grad_p.sub_(row).mul_(p)  # d / d(scaled scores)
-                torch.bmm(grad_s, k_w, out=grad_q[b, h, start:stop]).mul_(scale)
-                grad_kw = torch.bmm(grad_s.transpose(-1, -2), q_c).mul_(scale)  # dS^T Q / sqrt
+                if grad_s.dim() == 3:  # one pair's chunk: straight into grad_q
+                    torch.bmm(grad_s, k_w, out=grad_q[b, h, start:stop]).mul_(scale)
+                else:
+                    grad_q[b, h, start:stop] = torch.matmul(grad_s, k_w).mul_(scale)
+                grad_kw = torch.matmul(grad_s.transpose(-1, -2), q_c).mul_(scale)  # dS^T Q
                 _fold_windows(grad_kw, start, groups, grad_kp[b, h])
         return grad_q, grad_kp, grad_vp, None, None  # zero on the padding
 
@@ -365,6 +382,8 @@ def local_attention(
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     has_key = None
     bias: Tensor | _BlockBias = _BlockBias.build(nb, w, span, n, causal, device, dtype)
+    if torch.compiler.is_compiling():  # traced as one chunk: the full (nb, w, S) bias
+        bias = _window_bias(nb, w, span, n, causal, device, dtype)
     if valid is not None:  # a per-row bias: the window's, and keys that are padding
         bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
         kpos = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(
