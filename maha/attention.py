@@ -118,29 +118,27 @@ def _window_bias(
 class _BlockBias:
     """The window bias of :func:`_window_bias` without its ``(nb, w, S)`` copy.
 
-    Interior blocks share one ``(w, S)`` pattern, read as a broadcast view; only the
-    *edge* blocks (the first, which has no previous block, and the last ones, whose
-    slots pass ``n``) are stored, ``edge (E, w, S)`` for blocks ``0`` and
-    ``tail_from .. nb - 1``. Chunks of query blocks are cut at ``cuts`` so that each is
-    all interior or all edge.
+    Every block shares one ``(w, S)`` pattern, read as a broadcast view; the *edge*
+    blocks differ from it only by slots that hold no key (the first block's previous
+    block, the last blocks' slots past ``n``), listed in ``fills`` as
+    ``(block, first slot, end slot)`` and set to ``-inf`` in the chunk's scores
+    (:meth:`fill_`), which is what adding their ``-inf`` bias does.
     """
 
     pattern: Tensor  # (w, S)
-    edge: Tensor  # (E, w, S): block 0, then blocks tail_from .. nb - 1
-    nb: int
-    tail_from: int
-
-    @property
-    def cuts(self) -> tuple[int, ...]:
-        return (1, self.tail_from)
+    fills: tuple[tuple[int, int, int], ...]
 
     def rows(self, start: int, stop: int) -> Tensor:
-        """The bias of blocks ``start .. stop - 1`` (one side of every cut), ``(c, w, S)``."""
-        if stop <= 1:
-            return self.edge[:1]
-        if start >= self.tail_from:  # edge[1 + i - tail_from] is block i
-            return self.edge[1 + start - self.tail_from : 1 + stop - self.tail_from]
+        """The shared bias of blocks ``start .. stop - 1``, ``(c, w, S)`` (a view)."""
         return self.pattern.expand(stop - start, *self.pattern.shape)
+
+    def fill_(self, scores: Tensor, start: int, stop: int) -> Tensor:
+        """Set the edge slots of blocks ``start .. stop - 1`` to ``-inf`` in ``scores``
+        ``(c, w, S)`` (in place)."""
+        for block, lo, hi in self.fills:
+            if start <= block < stop:
+                scores[block - start, :, lo:hi] = -math.inf
+        return scores
 
     @staticmethod
     def build(
@@ -150,13 +148,11 @@ class _BlockBias:
         allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w  # (w, S)
         pattern = torch.zeros(w, span, dtype=dtype, device=device)
         pattern.masked_fill_(~allowed, -math.inf)
-        tail_from = max(1, (n + w - span) // w)  # the first block with slots past n
-        blocks = [0, *range(tail_from, nb)]
-        edge = pattern.expand(len(blocks), w, span).clone()  # (E, w, S)
-        edge[0, :, :w] = -math.inf  # slot group of block -1: no keys
-        for e, i in enumerate(blocks):  # block i's slot m sits at i w - w + m
-            edge[e, :, max(0, n - i * w + w) :] = -math.inf
-        return _BlockBias(pattern, edge, nb, tail_from)
+        fills = [(0, 0, w)]  # slot group of block -1: no keys
+        for i in range(max(0, (n + w - span) // w), nb):  # block i's slot m is key i w - w + m
+            if n - i * w + w < span:  # slots at or past n hold no key
+                fills.append((i, max(0, n - i * w + w), span))
+        return _BlockBias(pattern, tuple(fills))
 
 
 def _bias_rows(bias: Tensor | _BlockBias, b: int | slice, start: int, stop: int) -> Tensor:
@@ -233,7 +229,7 @@ class _BlockedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def _probs(q: Tensor, k_w: Tensor, bias: Tensor, scale: float) -> Tensor:
+    def _probs(q: Tensor, k_w: Tensor, bias: Tensor, scale: float, edges=None) -> Tensor:
         """``P`` of one chunk, ``(c, w, S)``, float32 at least.
 
         Args:
@@ -241,28 +237,29 @@ class _BlockedAttention(torch.autograd.Function):
             k_w: ``(c, S, d_h)`` their key windows.
             bias: ``(c, w, S)`` ``0 / -inf``, float32 at least.
             scale: ``1 / sqrt(d_h)``.
+            edges: None, or ``(block_bias, start, stop)``: set the chunk's edge slots to
+                ``-inf`` (:meth:`_BlockBias.fill_`) before the softmax.
         """
         if q.dim() == 3 and q.dtype not in (torch.float16, torch.bfloat16):
             scores = torch.baddbmm(bias, q, k_w.transpose(-1, -2), alpha=scale)  # (c, w, S)
         else:  # scores and softmax in float32; (B, H, c, w, S) for the traced whole
             scores = torch.matmul(q, k_w.transpose(-1, -2)).float() * scale + bias
+        if edges is not None:
+            edges[0].fill_(scores, edges[1], edges[2])
         return torch.softmax(scores, dim=-1)
 
     @staticmethod
-    def _chunks(batch: int, heads: int, nb: int, rows: int, cuts: tuple[int, ...] = ()):
-        """``(b, h, start, stop)`` of every chunk: at most ``rows`` query blocks of one
-        pair, never across a block index in ``cuts``. While ``torch.compile`` traces,
-        one chunk of every pair and block (``b, h`` whole slices), so that the graph
-        does not unroll the loops."""
+    def _chunks(batch: int, heads: int, nb: int, rows: int):
+        """``(b, h, start, stop)`` of every chunk: ``rows`` query blocks of one pair. While
+        ``torch.compile`` traces, one chunk of every pair and block (``b, h`` whole
+        slices), so that the graph does not unroll the loops."""
         if torch.compiler.is_compiling():
             yield slice(None), slice(None), 0, nb
             return
-        bounds = sorted({0, nb, *(c for c in cuts if 0 < c < nb)})
         for b in range(batch):
             for h in range(heads):
-                for lo, hi in zip(bounds, bounds[1:]):
-                    for start in range(lo, hi, rows):
-                        yield b, h, start, min(hi, start + rows)
+                for start in range(0, nb, rows):
+                    yield b, h, start, min(nb, start + rows)
 
     @staticmethod
     def forward(ctx, q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor, offsets: tuple[int, ...]):
@@ -282,12 +279,12 @@ class _BlockedAttention(torch.autograd.Function):
             out = q.new_empty(batch, heads, nb, w, dh)  # (B, H, nb, w, d_h)
             blockwise = isinstance(bias, _BlockBias)  # kept whole; a tensor as its bool mask
             masked = torch.empty(0, dtype=torch.bool) if blockwise else torch.isneginf(bias)
-            cuts = bias.cuts if blockwise else ()
-            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows, cuts):
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
                 bias_c = _bias_rows(bias, b, start, stop)  # (c, w, S)
+                edges = (bias, start, stop) if blockwise else None
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
-                p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale)
+                p = _BlockedAttention._probs(q[b, h, start:stop], k_w, bias_c, scale, edges)
                 if p.dim() == 3:
                     torch.bmm(p.to(vp.dtype), v_w, out=out[b, h, start:stop])
                 else:
@@ -312,17 +309,18 @@ class _BlockedAttention(torch.autograd.Function):
                 dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
                 bias = torch.zeros(masked.shape, dtype=dtype, device=q.device)
                 bias.masked_fill_(masked, -math.inf)
-            cuts = bias.cuts if isinstance(bias, _BlockBias) else ()
+            blockwise = isinstance(bias, _BlockBias)
             grad_q = torch.empty_like(q)
             grad_kp = torch.zeros_like(kp)
             grad_vp = torch.zeros_like(vp)
-            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows, cuts):
+            for b, h, start, stop in _BlockedAttention._chunks(batch, heads, nb, rows):
                 bias_c = _bias_rows(bias, b, start, stop)  # (c, w, S)
+                edges = (bias, start, stop) if blockwise else None
                 k_w = _windows(kp[b, h], start, stop, span)  # (c, S, d_h)
                 v_w = _windows(vp[b, h], start, stop, span)
                 q_c = q[b, h, start:stop]  # (c, w, d_h)
                 d_out = grad_out[b, h, start:stop]
-                p = _BlockedAttention._probs(q_c, k_w, bias_c, scale).to(q.dtype)  # (c, w, S)
+                p = _BlockedAttention._probs(q_c, k_w, bias_c, scale, edges).to(q.dtype)
                 # dV_S = P^T dO (matmul: bmm on one pair's chunk, batched on the whole)
                 _fold_windows(
                     torch.matmul(p.transpose(-1, -2), d_out), start, groups, grad_vp[b, h]
