@@ -159,20 +159,20 @@ def as_tensor(
 
 
 def all_finite(*tensors: Tensor) -> bool:
-    """Whether every entry of every tensor is finite (one host read per tensor).
+    """Whether every entry of every tensor is finite (one host read when they are).
 
-    A finite sum proves every entry finite (NaN and inf propagate through it), one
-    vectorised reduction with no temporary; only a sum that overflows falls back to the
-    elementwise test.
+    A finite sum proves every entry finite (NaN and inf propagate through it): the sums
+    of all the tensors are added on the device and read once, one vectorised reduction
+    each with no temporary. Only a total that is not finite (a bad entry, or a sum that
+    overflows) falls back to the elementwise test, tensor by tensor.
     """
-    for tensor in tensors:
-        if not tensor.numel() or not tensor.is_floating_point():
-            continue
-        if bool(torch.isfinite(tensor.detach().sum())):
-            continue
-        if not bool(torch.isfinite(tensor).all()):
-            return False
-    return True
+    floats = [t.detach() for t in tensors if t.numel() and t.is_floating_point()]
+    if not floats:
+        return True
+    total = sum(t.sum() for t in floats)  # a 0-dim tensor on the device
+    if bool(torch.isfinite(total)):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in floats)
 
 
 def check_finite(tensor: Tensor, name: str) -> None:

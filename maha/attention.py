@@ -99,19 +99,11 @@ def _window_bias(
     Query ``j`` of block ``i`` sits at ``i w + j``, key slot ``m`` of block ``i`` at
     ``i w - w + m``; the pair is allowed iff ``0 <= rel < w`` (causal) or
     ``|rel| < w`` with ``rel = j + w - m``, and the slot holds a key (``0 <= k < n``).
-    Interior blocks share one ``(w, S)`` pattern, so it is built once and copied;
-    only the first block (no previous block) and the last ones (slots past ``n``)
-    differ.
+    The rule is :class:`_BlockBias`'s, whose pattern and edge slots this writes out in
+    full (for padded batches, which add their own keys, and for a traced graph).
     """
-    rel = torch.arange(w, device=device).view(w, 1) + w - torch.arange(span, device=device)
-    allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w  # (w, S)
-    pattern = torch.zeros(w, span, dtype=dtype, device=device).masked_fill(~allowed, -math.inf)
-    bias = pattern.expand(nb, w, span).clone()  # (nb, w, S)
-    bias[0, :, :w] = -math.inf  # slot group of block -1: no keys
-    # block i's key slot m sits at i w - w + m; slots at or past n hold no key
-    for i in range(max(0, (n + w - span) // w), nb):
-        bias[i, :, max(0, n - i * w + w) :] = -math.inf
-    return bias
+    blocks = _BlockBias.build(nb, w, span, n, causal, device, dtype)
+    return blocks.fill_(blocks.rows(0, nb).clone(), 0, nb)  # (nb, w, S)
 
 
 @dataclass(frozen=True)
@@ -185,14 +177,6 @@ def _fold_windows(grad: Tensor, start: int, groups: int, into: Tensor) -> None:
         into[..., start + g : start + g + c, :, :] += grad[..., g * w : (g + 1) * w, :]
 
 
-def _pad_blocks(t: Tensor, offsets: tuple[int, ...]) -> Tensor:
-    """Key or value blocks ``(B, H, nb, w, d)`` with ``-offsets[0]`` zero blocks before and
-    ``offsets[-1]`` after: ``(B, H, nb + G - 1, w, d)``, the layout that
-    :class:`_BlockedAttention` reads its windows from (``local_attention`` builds it in
-    the same copy as the blocks)."""
-    return F.pad(t, (0, 0, 0, 0, -offsets[0], offsets[-1]))
-
-
 _CHUNK_ELEMENTS = 1 << 18  # score entries per chunk of query blocks (1 MiB of float32)
 
 
@@ -215,11 +199,11 @@ class _BlockedAttention(torch.autograd.Function):
     non-causal), so the ``S`` keys of every block are ``S`` consecutive rows: they are read
     as overlapping windows of one (batch, head) pair (:func:`_windows`, a strided view),
     with no copy, and the scaled scores plus the bias are one ``baddbmm``. Saved: ``q`` and
-    the padded ``k, v``, ``O`` (the caller keeps it anyway) and the mask: the bias itself
-    where it is the ``(nb, w, S)`` pattern shared by every call at one length (no copy),
-    else one bool per entry of ``bias`` (which holds only ``0`` and ``-inf``; no head axis);
-    not ``P`` (``w S`` floats per block and head). Every query row has all its ``S`` keys in
-    one chunk, so the recomputation is the forward's softmax of the same scores, by the same
+    the padded ``k, v``, ``O`` (the caller keeps it anyway) and the mask: a
+    :class:`_BlockBias` (one ``(w, S)`` pattern and its edge slots) as it is, a full bias
+    tensor as one bool per entry (it holds only ``0`` and ``-inf``; no head axis); not ``P``
+    (``w S`` floats per block and head). Every query row has all its ``S`` keys in one
+    chunk, so the recomputation is the forward's softmax of the same scores, by the same
     operations: ``P`` is the forward's bit for bit and no row statistic (FlashAttention's
     log-sum-exp, needed there because a row's keys span several tiles) has to be kept. It
     costs one product ``Q K_S^T`` and one softmax per chunk. Scores, probabilities and score
@@ -264,14 +248,15 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor, offsets: tuple[int, ...]):
         # q: (B, H, nb, w, d_h); kp, vp: (B, H, nb + G - 1, w, d_h), the key and value
-        # blocks padded as by _pad_blocks; bias: 0 / -inf, (nb, w, S) or (B, 1, nb, w, S)
+        # blocks with -offsets[0] zero blocks before and offsets[-1] after;
+        # bias: 0 / -inf, (nb, w, S) or (B, 1, nb, w, S), or a _BlockBias
         batch, heads, nb, w, dh = q.shape
         span = len(offsets) * w
         scale = dh**-0.5
         rows = max(1, _CHUNK_ELEMENTS // (w * span))  # query blocks per chunk
         if kp.shape[2] != nb + len(offsets) - 1 or vp.shape != kp.shape:
             raise ValueError(
-                "k and v must be the key and value blocks padded by _pad_blocks: "
+                "k and v must be the key and value blocks padded for the windows: "
                 f"{nb + len(offsets) - 1} blocks; received {tuple(kp.shape)}, {tuple(vp.shape)}"
             )
         with _no_autocast(q.device):
@@ -379,11 +364,12 @@ def local_attention(
     device = q.device
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     has_key = None
-    bias: Tensor | _BlockBias = _BlockBias.build(nb, w, span, n, causal, device, dtype)
-    if torch.compiler.is_compiling():  # traced as one chunk: the full (nb, w, S) bias
+    bias: Tensor | _BlockBias
+    if valid is None and not torch.compiler.is_compiling():  # the shared pattern, no copy
+        bias = _BlockBias.build(nb, w, span, n, causal, device, dtype)
+    else:  # traced as one chunk, or a per-row bias: the full (nb, w, S) bias
         bias = _window_bias(nb, w, span, n, causal, device, dtype)
-    if valid is not None:  # a per-row bias: the window's, and keys that are padding
-        bias = _window_bias(nb, w, span, n, causal, device, dtype)  # (nb, w, S)
+    if valid is not None:  # and the keys that are padding
         kpos = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(
             span, device=device
         )  # (nb, S): the key position of each slot

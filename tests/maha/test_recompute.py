@@ -20,9 +20,10 @@ import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import maha.attention as attention
-from maha.attention import _BlockedAttention, _pad_blocks, _window_bias
+from maha.attention import _BlockedAttention, _window_bias
 from maha.decomposition import HierarchicalDecomposition, _DepthwiseChain, downsample_valid
 from maha.fusion_ops import game_features, mix, scale_rows
 
@@ -62,10 +63,10 @@ def _blocked_inputs(nb, w, causal, *, seed, extra_mask=True, batch=2, heads=2, d
 
 
 def _blocked(q, k, v, bias, offsets):
-    """``_BlockedAttention`` on unpadded key/value blocks (padded as ``local_attention`` does)."""
-    return _BlockedAttention.apply(
-        q, _pad_blocks(k, offsets), _pad_blocks(v, offsets), bias, offsets
-    )
+    """``_BlockedAttention`` on unpadded key/value blocks ``(B, H, nb, w, d)``, padded as
+    ``local_attention`` pads them: ``-offsets[0]`` zero blocks before, ``offsets[-1]`` after."""
+    pad = (0, 0, 0, 0, -offsets[0], offsets[-1])
+    return _BlockedAttention.apply(q, F.pad(k, pad), F.pad(v, pad), bias, offsets)
 
 
 def _dense_reference(q, k, v, bias, offsets):
