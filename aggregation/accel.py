@@ -13,7 +13,10 @@ run and how they use threads:
   as it was (numba's OpenMP layer would otherwise change it for the whole process).
 
 Kernels that use it: the vertex test of :func:`~aggregation.support_enumeration` and
-:func:`~aggregation.vertex_enumeration`, and the fusion kernels of ``maha.fused_cpu``
+:func:`~aggregation.vertex_enumeration`, the tableau pivot step of
+:func:`~aggregation.lemke_howson` and :func:`~aggregation.linear_program`, the scale
+game's pivoting and implicit backward (:mod:`aggregation.scale.lcp_kernel`), and the
+fusion kernels of ``maha.fused_cpu``
 (which keep their own switch, ``MAHA_FUSED_CPU``).
 """
 
@@ -88,12 +91,18 @@ def use_numba(enabled: bool) -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def numba_threads() -> Iterator[None]:
-    """Run numba kernels on torch's thread count, and leave torch's count as it was.
+def numba_threads(threads: int | None = None) -> Iterator[None]:
+    """Run numba kernels on torch's thread count (or on ``threads``), and leave torch's
+    count as it was.
 
     Numba's OpenMP threading layer sets the process's OpenMP thread count when it starts
     (to ``NUMBA_NUM_THREADS``), which torch reads as its own: without the restore, the
     first kernel call would silently change ``torch.get_num_threads()``.
+
+    Args:
+        threads: the kernels' thread count (default torch's; a kernel called inside
+            :func:`~aggregation.small_linalg.serial_ops` passes
+            :func:`~aggregation.small_linalg.outer_threads`).
 
     Raises:
         RuntimeError: numba is not installed.
@@ -101,7 +110,8 @@ def numba_threads() -> Iterator[None]:
     if numba is None:
         raise RuntimeError("numba_threads needs numba: pip install 'maha-aggregation[fast]'")
     torch_threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    want = torch_threads if threads is None else threads
+    numba.set_num_threads(max(1, min(want, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:

@@ -58,6 +58,7 @@ __all__ = [
     "map_chunks",
     "matvec",
     "ordered_sum",
+    "outer_threads",
     "serial_ops",
     "solve_small",
 ]
@@ -74,21 +75,35 @@ def chunk_size(device: torch.device) -> int:
     return CHUNK if device.type == "cpu" else 1 << 22
 
 
+_OUTER = threading.local()
+
+
 @contextmanager
 def serial_ops(device: torch.device | None = None) -> Iterator[None]:
     """Run the enclosed torch CPU ops single-threaded in this thread, then restore.
 
-    A no-op for a non-CPU ``device``.
+    A no-op for a non-CPU ``device``. Inside, :func:`outer_threads` still tells the
+    thread count outside (for kernels that split their own work).
     """
     previous = torch.get_num_threads()
     if previous == 1 or (device is not None and device.type != "cpu"):
         yield
         return
+    saved = getattr(_OUTER, "threads", None)
+    _OUTER.threads = previous if saved is None else saved
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+        _OUTER.threads = saved
+
+
+def outer_threads() -> int:
+    """torch's thread count outside any :func:`serial_ops` block of this thread (inside
+    one, the count it replaced; elsewhere ``torch.get_num_threads()``)."""
+    saved = getattr(_OUTER, "threads", None)
+    return torch.get_num_threads() if saved is None else saved
 
 
 def _worker_init() -> None:

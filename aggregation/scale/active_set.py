@@ -59,6 +59,7 @@ from torch import Tensor
 
 from ..implicit_diff import FusedBackward, dense_solve, implicit_root, sum_to_shape
 from ..small_linalg import lu_solve_soa, map_chunks, matvec, ordered_sum, serial_ops, solve_small
+from . import lcp_kernel
 from .game import certify_profile
 
 __all__ = [
@@ -470,9 +471,17 @@ def fused_backward(support: Tensor, bordered: bool) -> FusedBackward:
     """
 
     def fused(z: Tensor, v: Tensor, a: Tensor, M: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        L = support.shape[-1]
+        batch = z.shape[:-1]
+        if not bordered and lcp_kernel.applies(z, v, M):  # the scale game, game by game
+            Mf = M.expand(*batch, L, L).reshape(-1, L, L)  # (B, L, L)
+            ga, gM, ok = lcp_kernel.kkt_backward(
+                Mf, z.reshape(-1, L), v.reshape(-1, L), support.reshape(-1, L)
+            )
+            grad_a = sum_to_shape(ga.reshape(*batch, L), a.shape)
+            grad_M = sum_to_shape(gM.reshape(*batch, L, L), M.shape)
+            return (grad_a, grad_M), ok.reshape(batch)
         with serial_ops(z.device):
-            L = support.shape[-1]
-            batch = z.shape[:-1]
             xf = z[..., :L].reshape(-1, L)  # (B, L)
             vf = v.reshape(-1, v.shape[-1])  # (B, K)
             Sf = support.reshape(-1, L)  # (B, L)

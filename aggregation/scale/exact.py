@@ -52,6 +52,7 @@ from torch import Tensor
 
 from ..simplex import all_supports
 from ..small_linalg import serial_ops
+from . import lcp_kernel
 from ._common import Prepared, check_options, finish, prepare, wants_grad
 from .active_set import (
     MAX_PLAYERS,
@@ -92,7 +93,13 @@ def pivot_lcp(
         with nothing left to flip, or a non-finite result) and the
         :class:`~aggregation.scale.game.Certificate` of ``x``
         (:func:`~aggregation.scale.game.certify_profile` on each chunk, in the dtype of ``a``).
+
+    On the CPU with numba the phases run game by game in
+    :func:`aggregation.scale.lcp_kernel.pivot_certify` (the same decisions, to rounding).
     """
+    if lcp_kernel.applies(C, a):  # the same phases, game by game (numba)
+        x, S, it, ok, *cert = lcp_kernel.pivot_certify(C, a, present, max_iter, tol)
+        return x, S, it, ok, Certificate(*cert)
     judge = certify_chunk(tol)
     x, _, S, it, ok, *cert = active_set(C, a, present, max_iter, bordered=False, judge=judge)
     return x, S, it, ok, Certificate(*cert)
