@@ -366,6 +366,15 @@ def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- report
+def _cpu_model() -> str:
+    """The CPU's model name (SDPA's speed, and so every ratio, differs between models)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def recommended(report: dict) -> str:
     """Which MAHA row to use: the faster fwd+bwd (eager or compiled) at the longest length."""
     last = report["rows"][-1]
@@ -669,7 +678,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     }
     report = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+        "machine": f"{platform.machine()} ({_cpu_model()})"
         + f", torch {torch.__version__}, python {sys.version.split()[0]}",
         "command": "python benchmarks/attention.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
