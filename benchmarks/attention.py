@@ -61,11 +61,14 @@ from pathlib import Path
 
 import torch
 
-import maha
-from maha import fused_cpu
-from maha.flex import flex_enabled, use_flex
-from maha.flops import count_flops, layer_flops, standard_attention_flops
-from maha.fusion_ops import ScaleRows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lm_quality import machine  # noqa: E402
+
+import maha  # noqa: E402
+from maha import fused_cpu  # noqa: E402
+from maha.flex import flex_enabled, use_flex  # noqa: E402
+from maha.flops import count_flops, layer_flops, standard_attention_flops  # noqa: E402
+from maha.fusion_ops import ScaleRows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -366,15 +369,6 @@ def peak_memory(args: argparse.Namespace, n: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- report
-def _cpu_model() -> str:
-    """The CPU's model name (SDPA's speed, and so every ratio, differs between models)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def recommended(report: dict) -> str:
     """Which MAHA row to use: the faster fwd+bwd (eager or compiled) at the longest length."""
     last = report["rows"][-1]
@@ -678,7 +672,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     }
     report = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} ({_cpu_model()})"
+        # the CPU model: SDPA's speed, and so every ratio, differs between models
+        "machine": f"{platform.machine()} ({machine()['cpu']})"
         + f", torch {torch.__version__}, python {sys.version.split()[0]}",
         "command": "python benchmarks/attention.py "
         + " ".join(sys.argv[1:] if argv is None else argv),

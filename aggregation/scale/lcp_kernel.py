@@ -43,22 +43,19 @@ from torch import Tensor
 from ..accel import available, numba, numba_threads
 from ..small_linalg import outer_threads
 
-__all__ = ["MAX_KERNEL_PLAYERS", "applies", "kkt_backward", "pivot_certify"]
+__all__ = ["applies", "kkt_backward", "pivot_certify"]
 
-#: The kernels' scratch is sized for at most this many players (the exact solver's bound).
-MAX_KERNEL_PLAYERS = 8
 #: Games per parallel tile.
 _TILE = 256
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def applies(*tensors: Tensor) -> bool:
-    """Whether the kernels serve these tensors: numba available, CPU, float32 or float64,
-    at most :data:`MAX_KERNEL_PLAYERS` players (the last dimension of the first tensor)."""
+    """Whether the kernels serve these tensors: numba available, CPU, one dtype, float32
+    or float64 (any number of players: the scratch is sized per call)."""
     first = tensors[0]
     return (
         available()
-        and first.shape[-1] <= MAX_KERNEL_PLAYERS
         and all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors)
         and first.dtype in _NUMPY
     )
@@ -90,6 +87,8 @@ def pivot_certify(
         :class:`~aggregation.scale.game.Certificate` fields ``regret (B, L)``,
         ``residual (B,)``, ``converged (B,)`` and ``diverged (B,)``.
     """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1; received {max_iter}")
     B, L = a.shape
     dtype = a.dtype
     Mn = M.detach().contiguous().numpy()
@@ -99,14 +98,14 @@ def pivot_certify(
         if present is None
         else present.detach().expand(B, L).contiguous().numpy()
     )
-    x = np.zeros((B, L), _NUMPY[dtype])
-    S = np.zeros((B, L), np.bool_)
-    iters = np.ones(B, np.int64)
-    resolved = np.zeros(B, np.bool_)
-    regret = np.zeros((B, L), _NUMPY[dtype])
-    residual = np.zeros(B, _NUMPY[dtype])
-    converged = np.zeros(B, np.bool_)
-    diverged = np.zeros(B, np.bool_)
+    x = np.empty((B, L), _NUMPY[dtype])  # every output entry is written by the kernel
+    S = np.empty((B, L), np.bool_)
+    iters = np.empty(B, np.int64)
+    resolved = np.empty(B, np.bool_)
+    regret = np.empty((B, L), _NUMPY[dtype])
+    residual = np.empty(B, _NUMPY[dtype])
+    converged = np.empty(B, np.bool_)
+    diverged = np.empty(B, np.bool_)
     consts = _constants(dtype, L, tol)
     if B:
         with numba_threads(outer_threads()):
@@ -134,9 +133,9 @@ def kkt_backward(M: Tensor, x: Tensor, v: Tensor, S: Tensor) -> tuple[Tensor, Te
     """
     B, L = x.shape
     dtype = x.dtype
-    ga = np.zeros((B, L), _NUMPY[dtype])
-    gM = np.zeros((B, L, L), _NUMPY[dtype])
-    ok = np.zeros(B, np.bool_)
+    ga = np.empty((B, L), _NUMPY[dtype])  # every entry is written by the kernel
+    gM = np.empty((B, L, L), _NUMPY[dtype])
+    ok = np.empty(B, np.bool_)
     if B:
         with numba_threads(outer_threads()):
             _kkt_backward(

@@ -138,7 +138,6 @@ def test_kernels_are_taken_where_they_apply(monkeypatch):
     assert lcp_kernel.applies(C, a)
     assert not lcp_kernel.applies(C.half(), a.half())
     assert not lcp_kernel.applies(C, a.double())  # one dtype for all
-    assert not lcp_kernel.applies(torch.zeros(2, 9, 9), torch.zeros(2, 9))  # L > 8
     assert not lcp_kernel.applies(torch.zeros(2, 3, 3, device="meta"), torch.zeros(2, 3))
 
 
@@ -151,6 +150,11 @@ def test_empty_batches():
         torch.zeros(0, 3, 3), torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 3, dtype=bool)
     )
     assert ga.shape == (0, 3) and gM.shape == (0, 3, 3) and ok.shape == (0,)
+
+
+def test_no_solve_is_refused():
+    with pytest.raises(ValueError, match="max_iter"):
+        lcp_kernel.pivot_certify(torch.eye(2).expand(3, 2, 2), torch.ones(3, 2), None, 0, 1e-5)
 
 
 def test_outer_threads_sees_past_serial_ops():
