@@ -13,8 +13,8 @@ run and how they use threads:
   as it was (numba's OpenMP layer would otherwise change it for the whole process).
 
 Kernels that use it: the vertex test of :func:`~aggregation.support_enumeration` and
-:func:`~aggregation.vertex_enumeration`, the tableau pivot step of
-:func:`~aggregation.lemke_howson` and :func:`~aggregation.linear_program`, the scale
+:func:`~aggregation.vertex_enumeration`, the tableau pivot (one step of
+:func:`~aggregation.linear_program`, the whole path of :func:`~aggregation.lemke_howson`), the scale
 game's pivoting and implicit backward (:mod:`aggregation.scale.lcp_kernel`), and the
 fusion kernels of ``maha.fused_cpu``
 (which keep their own switch, ``MAHA_FUSED_CPU``).

@@ -130,6 +130,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def cpu_model() -> str:
+    """The CPU model (``/proc/cpuinfo``): peers and ours speed up unevenly across models."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lm_quality import machine as lm_machine  # the one home of the CPU model lookup
+
+    return str(lm_machine()["cpu"])
+
+
 def machine() -> dict[str, Any]:
     """The machine and library versions the numbers belong to."""
     import nashpy
@@ -149,6 +157,7 @@ def machine() -> dict[str, Any]:
         "numba_kernels": accel.numba.__version__ if accel.available() else None,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),
@@ -569,7 +578,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Finite-game solvers vs nashpy, Gambit and QuantEcon",
         "",
-        f"{report['date']}; {m['processor']}, {m['cpu_count']} CPUs, torch threads "
+        f"{report['date']}; {m['processor']} ({m.get('cpu', 'CPU model not recorded')}), "
+        f"{m['cpu_count']} CPUs, torch threads "
         f"{m['torch_threads']}, load average {m['load_average']}; torch {m['torch']}, "
         f"nashpy {m['nashpy']}, pygambit {m['pygambit']}, quantecon {m.get('quantecon')}; "
         f"our numba kernels: {m.get('numba_kernels') or 'off'}. "

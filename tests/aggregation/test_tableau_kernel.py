@@ -1,11 +1,15 @@
-"""The numba pivot step (``tableau_kernel``) against the PyTorch path of ``pivot_step_``.
+"""The numba pivot kernels (``tableau_kernel``) against the PyTorch path.
 
-Both take the entering column, run the lexicographic ratio test, pivot and swap the basis
-with the same arithmetic: on random and tie-ridden tableaux, with frozen games, partial
-tiles and an objective row that never leaves, the tableaux, bases and flags after a step
-are identical; Lemke-Howson and the linear program give bit-identical results with and
-without the kernel on generic and degenerate games; the kernel is taken where it applies;
-torch's thread count is left alone.
+The one-step kernel against ``pivot_step_``: both take the entering column, run the
+lexicographic ratio test, pivot and swap the basis with the same arithmetic: on random
+and tie-ridden tableaux, with frozen games, partial tiles and an objective row that never
+leaves, the tableaux, bases and flags after a step are identical. The whole-path kernel
+(``lemke_howson_paths``) against Lemke-Howson's batched PyTorch steps: strategies, regret,
+pivots and every flag are identical for every label, on random, integer and degenerate
+games, square or not, with partial tiles, several work items, an empty batch and a pivot
+limit that is hit, and for ``lemke_howson_enumeration``. The linear program gives
+bit-identical results with and without the kernel; the kernels are taken where they
+apply; torch's thread count is left alone.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation import NormalFormGame, lemke_howson, linear_program
+from aggregation import NormalFormGame, lemke_howson, lemke_howson_enumeration, linear_program
 from aggregation.accel import use_numba
 from aggregation.finite.exact import tableau, tableau_kernel
 from aggregation.testing import degenerate_games, normal_form_games
@@ -119,24 +123,169 @@ def test_both_solvers_on_integer_games(shape):
 
 
 def test_the_kernel_is_taken_where_it_applies(monkeypatch):
-    calls = []
-    original = tableau_kernel.pivot_step_
+    calls = {"step": 0, "paths": 0}
 
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
+    def counting(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(tableau_kernel, "pivot_step_", counting)
+        return wrapper
+
+    monkeypatch.setattr(tableau_kernel, "pivot_step_", counting("step", tableau_kernel.pivot_step_))
+    monkeypatch.setattr(
+        tableau_kernel, "lemke_howson_paths", counting("paths", tableau_kernel.lemke_howson_paths)
+    )
     game = NormalFormGame(torch.rand(4, 2, 3, 3, dtype=torch.float64))
     lemke_howson(game)
-    assert calls
-    seen = len(calls)
+    assert calls == {"step": 0, "paths": 1}  # Lemke-Howson: the whole path in one call
+    lemke_howson(game, label=4)  # a column label: the transposed game
+    lemke_howson_enumeration(game)  # row labels, then column labels
+    assert calls == {"step": 0, "paths": 4}
+    linear_program(NormalFormGame(torch.stack([game.payoffs[:, 0], -game.payoffs[:, 0]], 1)))
+    assert calls["step"] > 0 and calls["paths"] == 4
+    seen = dict(calls)
     with use_numba(False):
         lemke_howson(game)
-    assert len(calls) == seen
+        linear_program(NormalFormGame(torch.stack([game.payoffs[:, 0], -game.payoffs[:, 0]], 1)))
+    assert calls == seen
     assert not tableau_kernel.applies(torch.zeros(2, 3, 4, dtype=torch.float32))
     assert not tableau_kernel.applies(torch.zeros(2, 3, 4, dtype=torch.float64, device="meta"))
     assert not tableau_kernel.applies(torch.zeros(2, 4, 3, dtype=torch.float64).transpose(1, 2))
+
+
+# -- the whole-path kernel against the batched PyTorch steps, bit for bit ---------------------
+
+_LH_INFO = ("pivots", "terminated", "hit_pivot_limit", "degenerate")
+
+
+def _assert_same_lemke_howson(fast, slow):
+    """Strategies, regret, convergence, iterations and every flag: identical."""
+    for a, b in zip(fast.strategies, slow.strategies):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert torch.equal(fast.regret, slow.regret)
+    assert torch.equal(fast.converged, slow.converged)
+    assert torch.equal(fast.iterations, slow.iterations)
+    for key in _LH_INFO:
+        assert torch.equal(fast.info[key], slow.info[key]), key
+
+
+def _lemke_howson_both(game, **kw):
+    with use_numba(True):
+        fast = lemke_howson(game, **kw)
+    with use_numba(False):
+        slow = lemke_howson(game, **kw)
+    _assert_same_lemke_howson(fast, slow)
+    return fast
+
+
+def _every_label(payoffs, **kw):
+    """Lemke-Howson from every label of ``(N, 2, m, n)`` payoffs, with and without the kernel."""
+    game = NormalFormGame(payoffs, num_players=2)
+    m, n = game.num_actions
+    return [_lemke_howson_both(game, label=label, **kw) for label in range(m + n)]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 3), (6, 6), (8, 8), (5, 9), (9, 5)])
+@pytest.mark.parametrize("N", [1, 13, 3 * tableau_kernel.TILE + 5])
+def test_paths_are_the_same_on_random_games_from_every_label(shape, N):
+    gen = torch.Generator().manual_seed(100 * shape[0] + 10 * shape[1] + N)
+    payoffs = torch.rand(N, 2, *shape, dtype=torch.float64, generator=gen)
+    results = _every_label(payoffs)
+    assert all(bool(r.info["terminated"].all()) for r in results)
+    if max(shape) > 2:
+        assert max(int(r.info["pivots"].max()) for r in results) > 2
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 3), (4, 7), (7, 4), (6, 6), (8, 8)])
+def test_paths_are_the_same_on_integer_games_from_every_label(shape):
+    gen = torch.Generator().manual_seed(7 * shape[0] + shape[1])
+    payoffs = torch.randint(0, 3, (2 * tableau_kernel.TILE + 3, 2, *shape), generator=gen)
+    results = _every_label(payoffs.double())
+    assert any(bool(r.info["degenerate"].any()) for r in results)  # ties on the paths
+
+
+@pytest.mark.parametrize("max_pivots", [1, 2, 3, 5])
+def test_paths_are_the_same_when_the_pivot_limit_is_hit(max_pivots):
+    gen = torch.Generator().manual_seed(max_pivots)
+    payoffs = torch.rand(29, 2, 8, 8, dtype=torch.float64, generator=gen)
+    for label in (0, 3, 8, 15):  # rows and columns: P and Q tableaux at the last step
+        with pytest.warns(RuntimeWarning):  # not converged where the limit is hit
+            fast = _lemke_howson_both(NormalFormGame(payoffs), label=label, max_pivots=max_pivots)
+        hit = fast.info["hit_pivot_limit"]
+        assert bool(hit.any())
+        assert bool((fast.info["pivots"][hit] == max_pivots).all())
+
+
+def test_paths_are_the_same_over_several_work_items():
+    """More games than one work item of the kernel: lanes are refilled many times."""
+    gen = torch.Generator().manual_seed(3)
+    N = 2 * tableau_kernel.CHUNK + 11
+    payoffs = torch.rand(N, 2, 4, 5, dtype=torch.float64, generator=gen)
+    payoffs[::7] = torch.randint(0, 2, (len(range(0, N, 7)), 2, 4, 5), generator=gen).double()
+    for label in (0, 6):
+        _lemke_howson_both(NormalFormGame(payoffs), label=label)
+
+
+def test_paths_are_the_same_on_other_layouts_and_dtypes():
+    gen = torch.Generator().manual_seed(5)
+    payoffs = torch.rand(3, 5, 2, 4, 3, dtype=torch.float64, generator=gen)  # batch (3, 5)
+    _lemke_howson_both(NormalFormGame(payoffs), label=5)
+    strided = torch.rand(3, 4, 2, 11, dtype=torch.float64, generator=gen).permute(3, 2, 0, 1)
+    _lemke_howson_both(NormalFormGame(strided), label=1)  # (11, 2, 3, 4), not contiguous
+    _lemke_howson_both(NormalFormGame(payoffs.float()), label=2)  # float32 game
+
+
+def test_paths_on_an_empty_batch():
+    game = NormalFormGame(torch.rand(0, 2, 3, 4, dtype=torch.float64), num_players=2)
+    for label in (0, 5):
+        fast = _lemke_howson_both(game, label=label)
+        assert fast.strategies[0].shape == (0, 3) and fast.info["pivots"].shape == (0,)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_paths_are_the_same_on_degenerate_games_from_every_label(data):
+    game = data.draw(degenerate_games(num_players=2, batch_shape=(2 * tableau_kernel.TILE + 1,)))
+    m, n = game.num_actions
+    label = data.draw(st.integers(0, m + n - 1))
+    _lemke_howson_both(game, label=label)
+
+
+def _assert_same_set(fast, slow):
+    for a, b in zip(fast.strategies, slow.strategies):
+        assert torch.equal(a, b)
+    for name in ("regret", "valid", "count", "degenerate"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    assert torch.equal(fast.info["rejected"], slow.info["rejected"])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (4, 6), (6, 4), (8, 8)])
+@pytest.mark.parametrize("integer", [False, True])
+def test_enumeration_is_the_same_with_and_without_the_kernel(shape, integer):
+    gen = torch.Generator().manual_seed(shape[0] * shape[1] + integer)
+    N = tableau_kernel.TILE + 3
+    if integer:
+        payoffs = torch.randint(0, 3, (N, 2, *shape), generator=gen).double()
+    else:
+        payoffs = torch.rand(N, 2, *shape, dtype=torch.float64, generator=gen)
+    game = NormalFormGame(payoffs, num_players=2)
+    with use_numba(True):
+        fast = lemke_howson_enumeration(game)
+    with use_numba(False):
+        slow = lemke_howson_enumeration(game)
+    _assert_same_set(fast, slow)
+    assert bool((fast.count >= 1).all())
+
+
+@settings(max_examples=20, deadline=None)
+@given(game=degenerate_games(num_players=2, batch_shape=(9,)))
+def test_enumeration_is_the_same_on_degenerate_games(game):
+    with use_numba(True):
+        fast = lemke_howson_enumeration(game)
+    with use_numba(False):
+        slow = lemke_howson_enumeration(game)
+    _assert_same_set(fast, slow)
 
 
 _THREADS_CODE = """

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from ...result import EquilibriumResult, EquilibriumSet, warn_not_converged
-from ...tolerance import resolve_tol
+from ...tolerance import default_tol, resolve_tol
 from ...validation import check_int
 from ..game import NormalFormGame
+from . import tableau_kernel
 from ._bimatrix import (
     attach_gradients,
     check_bimatrix,
@@ -19,7 +20,7 @@ from ._bimatrix import (
     flat_payoffs,
     positive_affine,
 )
-from .tableau import compact, pivot_step_
+from .tableau import PIV_TOL, compact, pivot_step_
 
 __all__ = ["lemke_howson", "lemke_howson_enumeration"]
 
@@ -48,7 +49,10 @@ def lemke_howson(
     Batched: the tableaux of all games are stored together (batch last) and
     every pivot is one vectorised step for the whole batch; games whose path
     has ended are frozen and periodically compacted away, so the cost follows
-    the sum of the path lengths. The ratio test is lexicographic with tolerant
+    the sum of the path lengths. On CPU float64 with numba, each game's whole
+    path runs inside one kernel instead, in tiles of 8 games whose tableaux stay
+    in cache (``aggregation/finite/exact/tableau_kernel.py``; the same pivots and
+    the same bits). The ratio test is lexicographic with tolerant
     pivoting (see ``aggregation/finite/exact/tableau.py``), so the path is well
     defined and terminates on degenerate games too; the pivot limit is a
     safeguard against numerical trouble and is reported per game.
@@ -219,23 +223,49 @@ def _paths(payoffs: Tensor, labels: Tensor, row_labels: bool, max_pivots: int) -
     """Run the Lemke-Howson paths; ``labels`` are all row labels or all column labels.
 
     Column labels ``m + j`` run on the transposed game ``(B^T, A^T)``, where
-    they are row label ``j``; the strategies are swapped back.
+    they are row label ``j``; the strategies are swapped back. On CPU float64 with
+    numba, :func:`.tableau_kernel.lemke_howson_paths` runs each game's whole path
+    (its tableaux built and pivoted in a tile that stays in cache); elsewhere
+    :func:`_core` pivots the whole batch step by step. Both give the same bits.
     """
-    A, B = payoffs[:, 0], payoffs[:, 1]  # (N, m, n), normalised by _core
-    if row_labels:
-        return _core(A, B, labels, max_pivots)
-    m = A.shape[1]
-    out = _core(B.transpose(1, 2), A.transpose(1, 2), labels - m, max_pivots)
-    out["x"], out["y"] = out["y"], out["x"]
-    return out
+    payoffs = payoffs.contiguous()  # (N, 2, m, n)
+    m = payoffs.shape[2]
+    rows = labels if row_labels else labels - m
+    if tableau_kernel.applies(payoffs):
+        tie_tol = default_tol(payoffs.dtype)  # pivot_step_'s default
+        x, y, pivots, terminated, degenerate = tableau_kernel.lemke_howson_paths(
+            payoffs, rows, not row_labels, max_pivots, PIV_TOL, tie_tol
+        )
+    else:
+        A, B = payoffs[:, 0], payoffs[:, 1]  # (N, m, n), normalised by _core
+        if not row_labels:
+            A, B = B.transpose(1, 2), A.transpose(1, 2)
+        x, y, pivots, terminated, degenerate = _core(A, B, rows, max_pivots)
+    if not row_labels:
+        x, y = y, x
+    hit_limit = ~terminated & (pivots >= max_pivots)
+    # A path that never moved (or lost its ray) leaves x or y at zero: uniform
+    # placeholders keep the regret finite; such games are not converged.
+    x = torch.where(x.sum(-1, keepdim=True) > 0, x.clamp_min(0), torch.ones_like(x))
+    y = torch.where(y.sum(-1, keepdim=True) > 0, y.clamp_min(0), torch.ones_like(y))
+    return {
+        "x": x,
+        "y": y,
+        "pivots": pivots,
+        "terminated": terminated,
+        "hit_pivot_limit": hit_limit,
+        "degenerate": degenerate,
+    }
 
 
 #: Compact the working batch when fewer than this fraction of it is active.
 _COMPACT = 0.1
 
 
-def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
-    """Complementary pivoting for row labels ``labels < m``.
+def _core(
+    A: Tensor, B: Tensor, labels: Tensor, max_pivots: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Complementary pivoting for row labels ``labels < m``, batched step by step.
 
     ``A`` and ``B`` are mapped into ``[1, 2]`` by ``normalise_positive`` (in
     place in the tableaux, the same arithmetic).
@@ -246,6 +276,15 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
     ``r`` (labels ``0..m-1``) and ``y`` (labels ``m..m+n-1``). Column ``c``
     of either tableau is the variable with label ``c``, so the label that
     leaves one tableau is directly the column that enters the other.
+
+    Every step pivots the whole working batch with :func:`.tableau.pivot_step_`
+    (``P`` on even steps, ``Q`` on odd ones); games whose path has ended are frozen
+    and, once fewer than ``_COMPACT`` of the batch is active, written back and
+    compacted away. The reference for :func:`.tableau_kernel.lemke_howson_paths`.
+
+    Returns:
+        ``(x, y, pivots, terminated, degenerate)`` as
+        :func:`.tableau_kernel.lemke_howson_paths`.
     """
     N, m, n = A.shape
     device, dtype = A.device, A.dtype
@@ -317,16 +356,4 @@ def _core(A: Tensor, B: Tensor, labels: Tensor, max_pivots: int) -> dict:
             TP, TQ = compact(TP, keep), compact(TQ, keep)
             basis_p, basis_q = basis_p.index_select(1, keep), basis_q.index_select(1, keep)
     flush(torch.arange(ids.numel(), device=device))
-    hit_limit = ~terminated & (pivots >= max_pivots)
-    # A path that never moved (or lost its ray) leaves x or y at zero: uniform
-    # placeholders keep the regret finite; such games are not converged.
-    x = torch.where(x.sum(-1, keepdim=True) > 0, x.clamp_min(0), torch.ones_like(x))
-    y = torch.where(y.sum(-1, keepdim=True) > 0, y.clamp_min(0), torch.ones_like(y))
-    return {
-        "x": x,
-        "y": y,
-        "pivots": pivots,
-        "terminated": terminated,
-        "hit_pivot_limit": hit_limit,
-        "degenerate": degenerate,
-    }
+    return x, y, pivots, terminated, degenerate

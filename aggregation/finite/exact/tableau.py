@@ -1,9 +1,12 @@
 """Batched simplex tableaux: the lexicographic ratio test and the pivot.
 
 The pivoting engine of the finite games, shared by :func:`~aggregation.lemke_howson`
-and :func:`~aggregation.linear_program`: both loop over :func:`pivot_step_` (entering
+and :func:`~aggregation.linear_program`: both pivot with :func:`pivot_step_` (entering
 column, ratio test, pivot, basis swap), which on CPU float64 runs as one numba loop nest
-(:mod:`.tableau_kernel`) with the same arithmetic. A batch of tableaux is stored *batch
+(:mod:`.tableau_kernel`) with the same arithmetic. The linear program loops over it;
+Lemke-Howson does too in PyTorch, while on CPU float64 with numba it runs each game's
+whole path inside the kernel (:func:`.tableau_kernel.lemke_howson_paths`, the same
+pivot code and the same bits). A batch of tableaux is stored *batch
 last*, ``T`` of shape ``(R, C, N)``: row ``r`` of game ``g`` is the equation
 ``sum_c T[r, c, g] z_c = T[r, C - 1, g]`` (the last column is the right-hand
 side) whose basic variable is ``basis[r, g]``. Batch-last keeps every update
