@@ -16,15 +16,23 @@ the scales' own rows once and writes its result once:
   ``dO_k[j_k] += sigma o_l[j]`` (for ``l = k`` the first alone: ``S_ll = 2 dG_ll``); the
   score cotangents summed likewise (``own``) give ``dO_l[j] += own u[h, l]`` and
   ``du[h, l] += own o_l[j]`` (per (batch, head) pair, summed over the batch after).
+  Every term of row ``j_k`` of scale ``k`` comes from the positions of its block, so it
+  is summed in a row-sized buffer and written once when the block ends.
 - ``mix_forward``: ``y[b, t, h] = sum_l w[b, t, h, l] o_l(t)``.
 - ``mix_backward``: ``dw[b, t, h, l] = <dy[b, t, h], o_l(t)>`` and
-  ``dO_l[j] += sum_{t in block j} w[b, t, h, l] dy[b, t, h]``.
+  ``dO_l[j] = sum_{t in block j} w[b, t, h, l] dy[b, t, h]``, summed in a row-sized
+  buffer and written once when the block ends (rows no position reads are zero), so the
+  gradients need no zero fill first.
 
 Block rule (:func:`maha.scales.block_span`): row ``j`` of scale ``l`` (``f = r^l``
 positions per block) serves the positions ``[s + j f, s + (j + 1) f)`` with
 ``s = f - 1`` in causal mode and ``0`` otherwise; before ``s`` the scale is absent
 (its row reads as zero). For ``k >= l`` and ``m = r^(k - l)`` the row of scale ``k``
 at those positions is ``j_k = (j + c) // m - c`` with ``c = 1`` causal, ``0`` otherwise.
+The kernels walk the positions in order and keep, per scale, the current row ``j_l`` and
+the position inside its block (``t - s - j f``, negative while the scale is absent) as
+counters, so no position costs a division; the row of a coarser scale ``k`` at a block of
+scale ``l`` is then simply its current row.
 
 The scale outputs are passed head-major, ``(B, H, n_l, d_h)`` (the attention's own
 layout), so consecutive rows of one head are adjacent in memory; the loops run in
@@ -106,37 +114,66 @@ if numba is not None:
             s[l] = f[l] - 1 if causal else 0
         return f, s
 
+    @numba.njit(cache=True, nogil=True)
+    def _start(s, phase, row):  # pragma: no cover - compiled
+        """The counters before position 0: scale ``l`` is ``-s_l`` positions from its first
+        block (``phase < 0``: absent), at row 0."""
+        for l in range(s.shape[0]):
+            phase[l] = -s[l]
+            row[l] = 0
+
+    @numba.njit(cache=True, nogil=True)
+    def _advance(f, phase, row):  # pragma: no cover - compiled
+        """Move the counters one position on: ``phase_l`` runs ``0 .. f_l - 1`` inside
+        a block, then the row ``j_l`` moves on (no division per position)."""
+        for l in range(f.shape[0]):
+            phase[l] += 1
+            if phase[l] == f[l]:
+                phase[l] = 0
+                row[l] += 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _zero_unread(grads, L, b, h, phase, row, zero):  # pragma: no cover - compiled
+        """Zero the rows that no position reads (past the last block), given the counters
+        after the last position."""
+        for l in range(L):
+            first = row[l] + 1 if phase[l] > 0 else row[l]  # the last block was partial
+            for j in range(first, grads[l].shape[2]):
+                gj = grads[l][b, h, j]
+                for d in range(gj.shape[0]):
+                    gj[d] = zero
+
     @_jit
     def _gram_forward(outs, u, L, n, ratio, causal, score, gram, zero):  # pragma: no cover
         B, H, _, dh = outs[0].shape
-        c = 1 if causal else 0
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
             pair = np.zeros((L, L), gram.dtype)  # the pairs of the current blocks
             own = np.zeros(L, gram.dtype)  # the scores of the current blocks
+            phase = np.empty(L, np.int64)  # position inside the current block (< 0: absent)
+            row = np.empty(L, np.int64)  # the current block j_l(t)
+            _start(s, phase, row)
             for t in range(n):
                 g = gram[b, t, h]  # (L, L)
                 for l in range(L):
-                    if t < s[l]:  # scale l absent, and so every coarser one
+                    if phase[l] < 0:  # scale l absent, and so every coarser one
                         score[b, t, h, l] = zero
                         for k in range(l, L):
                             g[l, k] = zero
                             g[k, l] = zero
                         continue
-                    j = (t - s[l]) // f[l]
-                    if (t - s[l]) % f[l] == 0:  # the first position of block j
-                        ol = outs[l][b, h, j]
+                    if phase[l] == 0:  # the first position of block j
+                        ol = outs[l][b, h, row[l]]
                         ul = u[h, l]
                         acc = zero
                         for d in range(dh):
                             acc += ul[d] * ol[d]
                         own[l] = acc
-                        for k in range(l, L):
-                            jk = (j + c) // (f[k] // f[l]) - c
+                        for k in range(l, L):  # scale k's row is fixed over the block
                             acc = zero
-                            if jk >= 0:
-                                ok = outs[k][b, h, jk]
+                            if phase[k] >= 0:
+                                ok = outs[k][b, h, row[k]]
                                 for d in range(dh):
                                     acc += ol[d] * ok[d]
                             pair[l, k] = acc
@@ -144,51 +181,60 @@ if numba is not None:
                     for k in range(l, L):
                         g[l, k] = pair[l, k]
                         g[k, l] = pair[l, k]
+                _advance(f, phase, row)
 
     @_jit
     def _gram_backward(
         outs, u, L, grad_score, grad, n, ratio, causal, grads, grad_u, zero
     ):  # pragma: no cover - compiled
         B, H, _, dh = outs[0].shape
-        c = 1 if causal else 0
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
             sigma = np.zeros((L, L), grad.dtype)  # S summed over the current blocks
             own = np.zeros(L, grad.dtype)  # the score cotangents summed likewise
+            acc = np.zeros((L, dh), grad.dtype)  # the gradient of each scale's current row
+            phase = np.empty(L, np.int64)
+            row = np.empty(L, np.int64)
+            _start(s, phase, row)
             for t in range(n):
                 gt = grad[b, t, h]  # (L, L)
-                for l in range(L):
-                    if t < s[l]:
+                for l in range(L):  # finer scales first: their blocks end with coarser ones
+                    if phase[l] < 0:
                         continue
                     own[l] += grad_score[b, t, h, l]
                     for k in range(l, L):
                         sigma[l, k] += gt[l, k] + gt[k, l]
-                    if (t - s[l]) % f[l] != f[l] - 1 and t != n - 1:
+                    if phase[l] != f[l] - 1 and t != n - 1:
                         continue
                     # the last position of block j: apply its sums
-                    j = (t - s[l]) // f[l]
-                    ol, gl = outs[l][b, h, j], grads[l][b, h, j]
+                    j = row[l]
+                    ol, al = outs[l][b, h, j], acc[l]
                     ul, gul = u[h, l], grad_u[bh, l]
                     so = own[l]
                     own[l] = zero
                     for d in range(dh):
-                        gl[d] += so * ul[d]
+                        al[d] += so * ul[d]
                         gul[d] += so * ol[d]
                     for k in range(l, L):
-                        jk = (j + c) // (f[k] // f[l]) - c
                         sg = sigma[l, k]
                         sigma[l, k] = zero
-                        if jk < 0:
+                        if phase[k] < 0:
                             continue
                         if k == l:
                             for d in range(dh):
-                                gl[d] += sg * ol[d]
-                        else:
-                            ok, gk = outs[k][b, h, jk], grads[k][b, h, jk]
+                                al[d] += sg * ol[d]
+                        else:  # row[k]'s block holds this one: it ends here or later
+                            ok, ak = outs[k][b, h, row[k]], acc[k]
                             for d in range(dh):
-                                gl[d] += sg * ok[d]
-                                gk[d] += sg * ol[d]
+                                al[d] += sg * ok[d]
+                                ak[d] += sg * ol[d]
+                    gl = grads[l][b, h, j]  # every term of row j is in: write it once
+                    for d in range(dh):
+                        gl[d] = al[d]
+                        al[d] = zero
+                _advance(f, phase, row)
+            _zero_unread(grads, L, b, h, phase, row, zero)
 
     @_jit
     def _mix_forward(outs, L, w, n, ratio, causal, y, zero):  # pragma: no cover - compiled
@@ -196,17 +242,21 @@ if numba is not None:
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
+            phase = np.empty(L, np.int64)
+            row = np.empty(L, np.int64)
+            _start(s, phase, row)
             for t in range(n):
                 yt = y[b, t, h]  # (d_h,)
                 for d in range(dh):
                     yt[d] = zero
                 for l in range(L):
-                    if t < s[l]:
+                    if phase[l] < 0:
                         break  # absent here, and so every coarser scale
-                    ol = outs[l][b, h, (t - s[l]) // f[l]]
+                    ol = outs[l][b, h, row[l]]
                     wt = w[b, t, h, l]
                     for d in range(dh):
                         yt[d] += wt * ol[d]
+                _advance(f, phase, row)
 
     @_jit
     def _mix_backward(outs, L, w, grad, n, ratio, causal, grad_w, grads, zero):  # pragma: no cover
@@ -214,20 +264,30 @@ if numba is not None:
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
             b, h = bh // H, bh % H
+            acc = np.zeros((L, dh), grad.dtype)  # sum of w dy over the current blocks
+            phase = np.empty(L, np.int64)
+            row = np.empty(L, np.int64)
+            _start(s, phase, row)
             for t in range(n):
                 dy = grad[b, t, h]  # (d_h,)
                 for l in range(L):
-                    if t < s[l]:
+                    if phase[l] < 0:
                         grad_w[b, t, h, l] = zero
                         continue
-                    j = (t - s[l]) // f[l]
-                    ol, gl = outs[l][b, h, j], grads[l][b, h, j]
+                    ol, al = outs[l][b, h, row[l]], acc[l]
                     wt = w[b, t, h, l]
-                    acc = zero
+                    dot = zero
                     for d in range(dh):
-                        acc += dy[d] * ol[d]
-                        gl[d] += wt * dy[d]
-                    grad_w[b, t, h, l] = acc
+                        dot += dy[d] * ol[d]
+                        al[d] += wt * dy[d]
+                    grad_w[b, t, h, l] = dot
+                    if phase[l] == f[l] - 1 or t == n - 1:  # block j ends: write its row
+                        gl = grads[l][b, h, row[l]]
+                        for d in range(dh):
+                            gl[d] = al[d]
+                            al[d] = zero
+                _advance(f, phase, row)
+            _zero_unread(grads, L, b, h, phase, row, zero)
 
 
 def _padded(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -281,7 +341,7 @@ def gram_backward(
     ``(B, n_l, H, d_h)`` each."""
     heads_first = _head_major(outs)
     batch, heads = heads_first[0].shape[:2]
-    grads = [np.zeros_like(o) for o in heads_first]  # (B, H, n_l, d_h) each
+    grads = [np.empty_like(o) for o in heads_first]  # (B, H, n_l, d_h), written by the kernel
     L, zero = len(outs), _zero(grad)
     grad_u = np.zeros((batch * heads, L, u.shape[-1]), heads_first[0].dtype)  # per (b, h)
     with numba_threads():
@@ -319,7 +379,7 @@ def mix_backward(
     """``(dw, [dO_l])`` of :func:`mix_forward` for ``grad`` ``(B, n, H, d_h)``:
     ``(B, n, H, L)`` and ``(B, n_l, H, d_h)`` each."""
     heads_first = _head_major(outs)
-    grads = [np.zeros_like(o) for o in heads_first]
+    grads = [np.empty_like(o) for o in heads_first]  # every row written by the kernel
     grad_w = torch.empty(w.shape, dtype=w.dtype)  # (B, n, H, L)
     with numba_threads():
         _mix_backward(

@@ -56,11 +56,18 @@ def out_dtype(game: ScaleGame) -> torch.dtype:
     return game.dtype if game.dtype in (torch.float16, torch.bfloat16) else game.compute_dtype
 
 
-def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None) -> Prepared:
+def prepare(
+    game: ScaleGame,
+    tol: float | None,
+    dtype: torch.dtype | None = None,
+    effective: tuple[Tensor, Tensor] | None = None,
+) -> Prepared:
     """Validate ``game``/``tol`` and flatten the effective game (no graph).
 
     ``tol`` (relative to the payoff unit, :func:`certify`) defaults to
     :func:`aggregation.tolerance.default_tol` of the returned profile's dtype.
+    ``effective``: ``game.effective(dtype)`` when the caller has it already (a solver
+    that attaches gradients builds it once, with its graph, for both uses).
     """
     if not isinstance(game, ScaleGame):
         raise TypeError(f"game must be a ScaleGame; received {describe(game)}")
@@ -68,7 +75,7 @@ def prepare(game: ScaleGame, tol: float | None, dtype: torch.dtype | None = None
     tol = default_tol(out_dtype(game)) if tol is None else check_nonnegative(tol, "tol")
     batch, L = game.batch_shape, game.num_players
     with torch.no_grad():
-        a, C = game.effective(dtype)
+        a, C = game.effective(dtype) if effective is None else effective
         a = a.detach().expand(*batch, L).reshape(-1, L)
         C = C.detach().expand(*batch, L, L).reshape(-1, L, L)
         present = game.present().reshape(-1, L)
@@ -123,11 +130,13 @@ def finish(
     grad: bool = False,
     info: dict[str, Tensor] | None = None,
     certificate: Certificate | None = None,
+    effective: tuple[Tensor, Tensor] | None = None,
 ) -> ScaleGameResult:
     """Assemble the result for flattened ``x`` ``(B, L)`` (detached) and active set ``S``.
 
     ``x_graph``, if given, is a differentiable version of ``x`` (unrolled mode);
-    otherwise, with ``grad``, ``x`` is attached by implicit differentiation.
+    otherwise, with ``grad``, ``x`` is attached by implicit differentiation to the
+    effective game (``effective``, with its graph, if the caller built it already).
 
     Elements whose ``x`` diverged (not finite, or beyond the range where the
     dtype resolves its regret: ``Certificate.diverged``)
@@ -167,7 +176,7 @@ def finish(
         zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)
         x_out = torch.where(diverged.unsqueeze(-1), zero, x_out)
     elif grad:
-        a, C = game.effective(prep.dtype)
+        a, C = game.effective(prep.dtype) if effective is None else effective
         x_out = attach_kkt(x.reshape(*batch, L), a, C, support, converged, method, bordered=False)
     else:
         x_out = x.reshape(*batch, L)

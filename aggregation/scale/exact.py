@@ -254,14 +254,16 @@ def solve_exact(
             "'best_response')"
         )
     with serial_ops(game.device):  # the large ops here gain little from OpenMP (module doc)
-        prep = prepare(game, tol)
+        grad = isinstance(game, ScaleGame) and wants_grad(game, differentiable)
+        # the effective game once: its graph for the gradient, detached for the solve
+        effective = game.effective() if grad else None
+        prep = prepare(game, tol, effective=effective)
         iters_cap = check_options("exact", backward, differentiable, max_iter, 3 + 2 * prep.L)
         with torch.no_grad():
             x, S, iters, cert, info = _solve_flat(prep, iters_cap)
-        grad = wants_grad(game, differentiable)
         x_graph = None
         if grad and backward == "unrolled":
-            a_eff, C_eff = game.effective(prep.dtype)
+            a_eff, C_eff = effective
             S_b = S.reshape(*prep.batch, prep.L)
             x_graph = support_solve_graph(a_eff, C_eff, S_b, bordered=False)
         return finish(
@@ -274,4 +276,5 @@ def solve_exact(
             grad=grad,
             info=info,
             certificate=cert,
+            effective=effective,
         )

@@ -118,8 +118,8 @@ class ScaleGame:
             )
         diag = C_t.diagonal(dim1=-2, dim2=-1)  # (*batch_C, L)
         bad = diag <= 0
-        if m_t is not None:
-            bad = bad & m_t
+        if bad.numel() and bool(bad.any()) and m_t is not None:
+            bad = bad & m_t  # only present players must have C_ll > 0
         if bad.numel() and bool(bad.any()):
             raise ValueError(
                 "C must have a positive diagonal (C_ll > 0) for every present player; "

@@ -139,6 +139,13 @@ def test_half_precision_is_evaluated_in_float32():
             "C must be finite",
         ),
         (torch.ones(2), torch.tensor([[1.0, 0], [0, 0]]), None, ValueError, "positive diagonal"),
+        (  # the mask is read only after a non-positive diagonal entry is found
+            torch.ones(2),
+            torch.tensor([[0.0, 0], [0, 1]]),
+            torch.tensor([True, False]),
+            ValueError,
+            "positive diagonal",
+        ),
         (torch.ones(2, 2), torch.eye(2).expand(3, 2, 2), None, ValueError, "must broadcast"),
         ("abc", torch.eye(2), None, TypeError, "a must"),
     ],
