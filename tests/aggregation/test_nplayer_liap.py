@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -10,6 +11,12 @@ import torch
 from hypothesis import given, settings
 
 from aggregation import NormalFormGame, default_tol, liapunov, matching_pennies, prisoners_dilemma
+from aggregation.finite._nplayer_multilinear import Multilinear, own_first
+from aggregation.finite.exact import _nplayer_faces
+from aggregation.finite.exact._nplayer_faces import Dominance, wide_supports
+from aggregation.finite.exact._nplayer_homotopy import Layout
+from aggregation.finite.exact._nplayer_polish import polish_reduced, polish_support
+from aggregation.finite.exact.liapunov import _relabel
 from aggregation.testing import assert_nash, normal_form_games
 
 
@@ -253,3 +260,152 @@ def test_bad_input(kwargs, name):
 def test_bad_game():
     with pytest.raises(TypeError, match="game"):
         liapunov(torch.zeros(3, 2, 2, 2))
+
+
+def _all_supports(actions: tuple[int, ...]) -> torch.Tensor:
+    """``(K, sum A_i)`` every support profile (each ``S_i`` nonempty)."""
+    subsets = [
+        [s for k in range(1, a + 1) for s in itertools.combinations(range(a), k)] for a in actions
+    ]
+    rows = []
+    for profile in itertools.product(*subsets):
+        rows.append([k in s for s, a in zip(profile, actions) for k in range(a)])
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def _brute_pruned(P: np.ndarray, masks: np.ndarray, margin: np.ndarray, actions) -> list:
+    """Plain loops: some ``a in S_i`` and ``b in A_i`` with
+    ``P_i(b, s_-i) - P_i(a, s_-i) > margin_i`` for every pure ``s_-i in S_-i``."""
+    n = len(actions)
+    offsets = [sum(actions[:i]) for i in range(n)]
+    out = []
+    for row in masks:
+        supports = [[k for k in range(a) if row[o + k]] for o, a in zip(offsets, actions)]
+        pruned = False
+        for i in range(n):
+            others = [supports[j] for j in range(n) if j != i]
+            for a in supports[i]:
+                for b in range(actions[i]):
+                    beats = True
+                    for rest in itertools.product(*others):
+                        low, high = list(rest), list(rest)
+                        low.insert(i, a)
+                        high.insert(i, b)
+                        if not P[i][tuple(high)] - P[i][tuple(low)] > margin[i]:
+                            beats = False
+                            break
+                    pruned = pruned or beats
+        out.append(pruned)
+    return out
+
+
+@pytest.mark.parametrize("actions", [(3, 3, 3), (2, 2, 2, 2), (2, 3, 2)])
+def test_dominance_pruning_matches_brute_force(actions):
+    rng = np.random.default_rng(sum(actions))
+    # small integer payoffs: many ties, where "strictly greater" must not prune
+    P = rng.integers(0, 4, size=(6, len(actions), *actions)).astype(np.float64)
+    margin = rng.choice([0.0, 0.5, 1.0], size=(6, len(actions)))
+    for masks in (_all_supports(actions), wide_supports(actions)):
+        pruned = Dominance(actions, masks).pruned(torch.from_numpy(P), torch.from_numpy(margin))
+        assert pruned.shape == (6, masks.shape[0])
+        for g in range(6):
+            expected = _brute_pruned(P[g], masks.numpy(), margin[g], actions)
+            assert pruned[g].tolist() == expected
+        if masks.shape[0] > 1:  # both outcomes occur
+            assert bool(pruned.any()) and not bool(pruned.all())
+
+
+def _support_row(masks: torch.Tensor, strategies, tol: float = 1e-12) -> int:
+    support = torch.cat([s > tol for s in strategies])
+    return int((masks == support).all(-1).nonzero())
+
+
+def test_pruning_keeps_the_supports_of_equilibria():
+    zero = torch.zeros(1, 3, dtype=torch.float64)
+    masks = wide_supports((3, 3, 3))
+    dominance = Dominance((3, 3, 3), masks)
+    # the cyclic game's completely mixed equilibrium, the hard game's (2, 3, 2) one
+    hard = NormalFormGame(torch.tensor(_HARD, dtype=torch.float64) / 100, num_players=3)
+    for game in (_cyclic(), hard):
+        out = liapunov(game, tol=1e-9, max_iter=0)
+        assert bool(out.converged) and bool(out.info["support"])
+        pruned = dominance.pruned(game.payoffs[None], zero)[0]  # (K,)
+        assert not bool(pruned[_support_row(masks, out.strategies)])
+        assert bool(pruned.any())  # but other supports of these games are pruned
+    # every wide-support equilibrium of a seeded batch: its support survives at margin 0
+    game = _random_games(3, 300, (3, 3, 3))
+    out = liapunov(game, tol=1e-9)
+    wide = out.info["support"].nonzero().flatten()
+    assert wide.numel() >= 3
+    pruned = dominance.pruned(game.payoffs[wide], zero.expand(wide.numel(), 3))
+    for k, b in enumerate(wide.tolist()):
+        assert not bool(pruned[k, _support_row(masks, [s[b] for s in out.strategies])])
+    # a strictly dominated action: every support containing it is pruned
+    P = _cyclic().payoffs.clone()
+    P[0, 2] = P[0, 0] - 0.5  # player 1's action 2 is action 0 minus 0.5
+    pruned = dominance.pruned(P[None], zero)[0]
+    assert torch.equal(pruned | ~masks[:, 2], torch.ones_like(pruned))
+
+
+def test_pruning_certifies_the_same_games(monkeypatch):
+    """Stages 1-3 certify the same games as before the pruning (counts measured then,
+    2026-12-06), and as with the pruning switched off."""
+    expected = {(3, 3, 3): (400, 273, 120, 7), (2, 2, 2, 2): (400, 280, 119, 1)}
+    for seed, actions in ((7, (3, 3, 3)), (8, (2, 2, 2, 2))):
+        P = np.random.default_rng(seed).normal(size=(400, len(actions), *actions))
+        game = NormalFormGame(torch.from_numpy(P), num_players=len(actions))
+        out = liapunov(game, tol=1e-6, max_iter=0)
+        _check(game, out)
+        counts = tuple(int(x.sum()) for x in (out.converged, *_stages(out)[:3]))
+        assert counts == expected[actions]
+        with monkeypatch.context() as m:  # nothing pruned: all (game, support) pairs
+            m.setattr(
+                _nplayer_faces.Dominance,
+                "pruned",
+                lambda self, payoffs, margin: torch.zeros(
+                    payoffs.shape[0], self.own[0].shape[0], dtype=torch.bool
+                ),
+            )
+            full = liapunov(game, tol=1e-6, max_iter=0)
+        assert torch.equal(out.converged, full.converged)
+        assert torch.equal(out.info["support"], full.info["support"])
+
+
+def test_reduced_newton_agrees_with_the_full_system():
+    """Stage 3's Newton in reduced coordinates: the iterates of the full system (on the
+    supports that hold action 0 of every player, as the reduced form requires)."""
+    actions = (3, 3, 3)
+    game = _random_games(12, 60, actions)
+    masks = wide_supports(actions)  # (K, M)
+    masks = masks[masks[:, [0, 3, 6]].all(1)]  # the supports holding every action 0
+    k = masks.shape[0]
+    assert k >= 10
+    layout = Layout(actions)
+    own = Multilinear(actions, own_first(game.payoffs)).index(torch.arange(60).repeat_interleave(k))
+    mask = masks.T.repeat(1, 60)  # (M, S)
+    sigma = [m / m.sum(0) for m in layout.split(mask.double())]
+    support = layout.split(mask)
+    full, raw_full, ok_full = polish_support(layout, own, sigma, support)
+    mine, raw, ok = polish_reduced(layout, own, sigma, support)
+    assert ok.double().mean() >= 0.05  # some supports hold a solution
+    assert (ok == ok_full).double().mean() >= 0.99
+    both = ok & ok_full
+    torch.testing.assert_close(raw[:, both], raw_full[:, both], rtol=0, atol=1e-6)
+    assert bool((raw[~mask] == 0).all())
+    for s, m in zip(mine, support):
+        assert bool((s >= 0).all()) and bool((s[~m] == 0).all())
+
+
+def test_relabel_puts_each_support_first_action_at_zero():
+    actions = (3, 2, 3)
+    masks = _all_supports(actions)  # (K, M)
+    order, cells = _relabel(actions, masks)
+    relabelled = masks.gather(1, order)
+    assert bool(relabelled[:, [0, 3, 5]].all())  # action 0 in every S_i
+    assert torch.equal(relabelled.sum(1), masks.sum(1))
+    P = torch.arange(18.0).reshape(actions)  # the cell number of each profile
+    for k in range(0, masks.shape[0], 7):
+        pi = [order[k, o : o + a] - o for o, a in zip((0, 3, 5), actions)]
+        for new in itertools.product(*(range(a) for a in actions)):
+            old = tuple(int(p[b]) for p, b in zip(pi, new))
+            assert int(cells[k].reshape(actions)[new]) == int(P[old])

@@ -25,7 +25,19 @@ original payoffs. Degenerate candidates (a vanishing denominator) give
 non-finite weights and are discarded: this stage only proposes; what it
 misses is left to the later stages. :func:`candidate_regret` evaluates many
 candidates per game quickly; :func:`wide_supports` lists the generic support
-profiles beyond these faces, for Newton's method.
+profiles beyond these faces, for Newton's method, and :class:`Dominance`
+prunes them per game by conditional strict dominance (Porter, Nudelman &
+Shoham 2004): if an action ``a in S_i`` is beaten by some ``b in A_i`` by more
+than ``margin_i`` against every pure profile ``s_-i in S_-i``,
+
+    ``min_{s_-i in S_-i} (P_i(b, s_-i) - P_i(a, s_-i)) > margin_i``,
+
+then at every profile ``sigma`` with ``supp sigma_j`` in ``S_j`` where ``a``
+is a best response among ``S_i`` (``v_i(a) = u_i``, as the indifference
+system on ``S`` demands), ``v_i(b) - u_i = sum_{s_-i} sigma_-i(s_-i)
+(P_i(b, s_-i) - P_i(a, s_-i)) > margin_i``: player ``i``'s regret exceeds
+``margin_i``. No equilibrium (``margin = 0``), nor any solution of that
+system of regret ``<= margin`` (a caller's tolerance), has supports in ``S``.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "Dominance",
     "Faces",
     "candidate_regret",
     "face_candidates",
@@ -190,12 +203,18 @@ def _weights(mixers: int, delta: Tensor) -> list[Tensor]:
     return out
 
 
-def face_candidates(payoffs: Tensor, actions: tuple[int, ...], faces: Faces) -> list[Tensor]:
+def face_candidates(
+    payoffs: Tensor, actions: tuple[int, ...], faces: Faces, compact: bool = False
+) -> list[Tensor]:
     """Candidate profiles on ``faces``: N tensors ``(B, R * C, A_i)``.
 
     ``payoffs`` is ``(B, N, *A)``; ``R`` candidates per face (the roots of
     each elimination). Weights outside ``[0, 1]`` or non-finite give NaN
-    profiles (never certified).
+    profiles (never certified). With ``compact``, each game's valid
+    candidates come first, in their order, and only the first ``W = max_b
+    #valid_b`` are built: N tensors ``(B, W, A_i)``, NaN past a game's valid
+    ones (about 14% of the 189 three-mixer candidates of a random 3x3x3 game
+    are valid, 50% of the 81 two-mixer ones).
     """
     size, n = payoffs.shape[0], len(actions)
     cells = faces.cells.to(payoffs.device)  # (C, M, 2, K)
@@ -212,15 +231,23 @@ def face_candidates(payoffs: Tensor, actions: tuple[int, ...], faces: Faces) -> 
     roots = t.shape[1] // cells.shape[0]
     good = (torch.isfinite(t) & (t >= 0) & (t <= 1)).all(-1, keepdim=True)  # (B, R * C, 1)
     t = torch.where(good, t, torch.full_like(t, math.nan))
-    ones = torch.ones_like(t[..., :1])
     slot = player.repeat(roots, 1).expand(size, -1, -1)  # (B, R * C, N)
-    w = torch.cat([t, ones], dim=-1).gather(-1, slot)  # (B, R * C, N)
+    pick = None
+    if compact:
+        width = int(good.sum(1).amax()) if good.numel() else 0
+        pick = torch.argsort((~good[..., 0]).to(torch.uint8), dim=1, stable=True)[:, :width]
+        t = t.gather(1, pick[..., None].expand(-1, -1, mixers))  # (B, W, M)
+        slot = slot.gather(1, pick[..., None].expand(-1, -1, n))  # (B, W, N)
+    ones = torch.ones_like(t[..., :1])
+    w = torch.cat([t, ones], dim=-1).gather(-1, slot)  # (B, W, N)
     profile = []
     for k in range(n):
         x = faces.first[k].to(payoffs).repeat(roots, 1)  # (R * C, A_k)
         y = faces.second[k].to(payoffs).repeat(roots, 1)
-        wk = w[..., k : k + 1]  # (B, R * C, 1)
-        profile.append(wk * x + (1 - wk) * y)  # (B, R * C, A_k)
+        if pick is not None:
+            x, y = x[pick], y[pick]  # (B, W, A_k)
+        wk = w[..., k : k + 1]  # (B, W, 1)
+        profile.append(wk * x + (1 - wk) * y)  # (B, W, A_k)
     return profile
 
 
@@ -284,3 +311,60 @@ def candidate_regret(payoffs: Tensor, profile: list[Tensor]) -> Tensor:
         reg = v.amax(1) - (v * cols[i]).sum(1)  # (B, C)
         worst = reg if worst is None else torch.maximum(worst, reg)
     return worst
+
+
+class Dominance:
+    """Conditional strict dominance tables of K support profiles of one game shape.
+
+    For player ``i`` the ``K`` opponents' supports ``S_-i`` are grouped into the
+    ``U_i`` distinct ones, each a ``(Q_i,)`` mask over the opponents' pure
+    profiles ``s_-i`` (``Q_i = prod_{j != i} A_j``, row-major, as in
+    ``P_i`` with ``i``'s axis moved first) with ``s_-i in S_-i`` iff every
+    ``s_j in S_j``.
+
+    Attributes:
+        actions: the game shape ``(A_1, ..., A_N)``.
+        own: N bool tensors ``(K, A_i)``, the supports ``S_i``.
+        opp: N bool tensors ``(U_i, Q_i)``, the distinct ``S_-i``.
+        which: N long tensors ``(K,)``, the row of ``opp`` of each support.
+    """
+
+    def __init__(self, actions: tuple[int, ...], masks: Tensor) -> None:
+        self.actions = actions
+        n, k = len(actions), masks.shape[0]
+        offsets = [sum(actions[:i]) for i in range(n)]
+        parts = [masks[:, o : o + a] for o, a in zip(offsets, actions)]  # N x (K, A_i)
+        self.own, self.opp, self.which = parts, [], []
+        for i in range(n):
+            cells = torch.ones(k, 1, dtype=torch.bool)  # (K, Q) over the players so far
+            for j in range(n):
+                if j != i:
+                    cells = (cells[:, :, None] & parts[j][:, None, :]).reshape(k, -1)
+            opp, which = torch.unique(cells, dim=0, return_inverse=True)  # (U_i, Q_i), (K,)
+            self.opp.append(opp)
+            self.which.append(which)
+
+    def pruned(self, payoffs: Tensor, margin: Tensor) -> Tensor:
+        """``(G, K)``: True where some ``a in S_i`` is dominated by more than ``margin_i``.
+
+        That is, where for some player ``i``, ``a in S_i`` and ``b in A_i``,
+        ``min_{s_-i in S_-i} (P_i(b, s_-i) - P_i(a, s_-i)) > margin_i``
+        (``b = a`` gives 0, never above a margin ``>= 0``).
+
+        Args:
+            payoffs: ``(G, N, *A)``.
+            margin: ``(G, N)`` nonnegative, in payoff units.
+        """
+        g = payoffs.shape[0]
+        device = payoffs.device
+        out = torch.zeros(g, self.own[0].shape[0], dtype=torch.bool, device=device)  # (G, K)
+        for i, a in enumerate(self.actions):
+            p = payoffs[:, i].movedim(1 + i, 1).reshape(g, a, -1)  # (G, A_i, Q)
+            diff = p[:, :, None] - p[:, None]  # (G, b, a, Q): P_i(b, .) - P_i(a, .)
+            opp = self.opp[i].to(device)  # (U, Q)
+            inf = torch.tensor(math.inf, dtype=p.dtype, device=device)
+            low = torch.where(opp, diff[:, :, :, None], inf).amin(-1)  # (G, b, a, U)
+            beaten = (low > margin[:, i, None, None, None]).any(1)  # (G, a, U)
+            beaten = beaten[:, :, self.which[i].to(device)]  # (G, a, K)
+            out |= (beaten & self.own[i].to(device).T).any(1)  # (G, K): some a in S_i
+        return out
