@@ -11,12 +11,8 @@ import torch
 from hypothesis import given, settings
 
 from aggregation import NormalFormGame, default_tol, liapunov, matching_pennies, prisoners_dilemma
-from aggregation.finite._nplayer_multilinear import Multilinear, own_first
-from aggregation.finite.exact import _nplayer_faces
-from aggregation.finite.exact._nplayer_faces import Dominance, wide_supports
-from aggregation.finite.exact._nplayer_homotopy import Layout
-from aggregation.finite.exact._nplayer_polish import polish_reduced, polish_support
-from aggregation.finite.exact.liapunov import _relabel
+from aggregation.finite.exact import support_profiles
+from aggregation.finite.exact.support_profiles import Dominance, relabel_supports, wide_supports
 from aggregation.testing import assert_nash, normal_form_games
 
 
@@ -360,7 +356,7 @@ def test_pruning_certifies_the_same_games(monkeypatch):
         assert counts == expected[actions]
         with monkeypatch.context() as m:  # nothing pruned: all (game, support) pairs
             m.setattr(
-                _nplayer_faces.Dominance,
+                support_profiles.Dominance,
                 "pruned",
                 lambda self, payoffs, margin: torch.zeros(
                     payoffs.shape[0], self.own[0].shape[0], dtype=torch.bool
@@ -371,35 +367,10 @@ def test_pruning_certifies_the_same_games(monkeypatch):
         assert torch.equal(out.info["support"], full.info["support"])
 
 
-def test_reduced_newton_agrees_with_the_full_system():
-    """Stage 3's Newton in reduced coordinates: the iterates of the full system (on the
-    supports that hold action 0 of every player, as the reduced form requires)."""
-    actions = (3, 3, 3)
-    game = _random_games(12, 60, actions)
-    masks = wide_supports(actions)  # (K, M)
-    masks = masks[masks[:, [0, 3, 6]].all(1)]  # the supports holding every action 0
-    k = masks.shape[0]
-    assert k >= 10
-    layout = Layout(actions)
-    own = Multilinear(actions, own_first(game.payoffs)).index(torch.arange(60).repeat_interleave(k))
-    mask = masks.T.repeat(1, 60)  # (M, S)
-    sigma = [m / m.sum(0) for m in layout.split(mask.double())]
-    support = layout.split(mask)
-    full, raw_full, ok_full = polish_support(layout, own, sigma, support)
-    mine, raw, ok = polish_reduced(layout, own, sigma, support)
-    assert ok.double().mean() >= 0.05  # some supports hold a solution
-    assert (ok == ok_full).double().mean() >= 0.99
-    both = ok & ok_full
-    torch.testing.assert_close(raw[:, both], raw_full[:, both], rtol=0, atol=1e-6)
-    assert bool((raw[~mask] == 0).all())
-    for s, m in zip(mine, support):
-        assert bool((s >= 0).all()) and bool((s[~m] == 0).all())
-
-
 def test_relabel_puts_each_support_first_action_at_zero():
     actions = (3, 2, 3)
     masks = _all_supports(actions)  # (K, M)
-    order, cells = _relabel(actions, masks)
+    order, cells = relabel_supports(actions, masks)
     relabelled = masks.gather(1, order)
     assert bool(relabelled[:, [0, 3, 5]].all())  # action 0 in every S_i
     assert torch.equal(relabelled.sum(1), masks.sum(1))

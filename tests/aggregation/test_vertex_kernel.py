@@ -127,3 +127,20 @@ support_enumeration(NormalFormGame(torch.rand(20, 2, 4, 4, dtype=torch.float64))
 def test_the_kernel_leaves_torch_thread_count_as_it_was(threads, torch_threads_after):
     """In a fresh process: numba's OpenMP layer resets the count when it starts."""
     assert torch_threads_after(_THREADS_CODE, threads) == threads
+
+
+def test_narrower_tiles_where_the_levels_are_large(monkeypatch):
+    """Shapes whose two minor levels exceed ``SCRATCH`` at ``TILE`` games take tiles of
+    down to 16 games (8x8 at 64 games fits): the same masks and flags."""
+    assert vertex_kernel.tile_lanes(3920) == vertex_kernel.TILE  # 8x8
+    assert vertex_kernel.tile_lanes(10**7) == 16
+    monkeypatch.setattr(vertex_kernel, "SCRATCH", 1)
+    assert vertex_kernel.tile_lanes(1) == 16
+    gen = torch.Generator().manual_seed(5)
+    payoffs = torch.cat(
+        [
+            torch.rand(37, 2, 5, 6, dtype=torch.float64, generator=gen),
+            torch.randint(0, 3, (20, 2, 5, 6), generator=gen).double(),  # degenerate
+        ]
+    )
+    _assert_same_test(NormalFormGame(payoffs))

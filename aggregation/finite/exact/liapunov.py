@@ -15,17 +15,10 @@ from ...validation import check_int
 from .._nplayer_common import finish, payoff_ranges, prepare
 from .._nplayer_multilinear import Multilinear, own_first
 from ..game import payoff_action_values, payoff_regret
-from ._nplayer_faces import (
-    Dominance,
-    Faces,
-    candidate_regret,
-    face_candidates,
-    face_count,
-    wide_support_count,
-    wide_supports,
-)
+from ._nplayer_faces import Faces, candidate_regret, face_candidates, face_count
 from ._nplayer_homotopy import Layout
 from ._nplayer_polish import polish_reduced, polish_support
+from .support_profiles import Dominance, relabel_supports, wide_support_count, wide_supports
 
 __all__ = ["liapunov"]
 
@@ -271,7 +264,7 @@ def _on_supports(prep, scaled, ranges, left: Tensor, starts, out, best, source, 
     rep, row = pairs[:, 0], pairs[:, 1]  # (S,) each
     n, actions = prep.n, prep.actions
     layout = Layout(actions)
-    order, cells = _relabel(actions, masks.cpu())  # (R, M), (R, prod A): min S_i to 0
+    order, cells = relabel_supports(actions, masks.cpu())  # (R, M), (R, prod A): min S_i to 0
     order, cells = order.to(left.device)[row], cells.to(left.device)[row]  # (S, M), (S, prod A)
     flat = scaled[left].flatten(2)[rep]  # (S, N, prod A)
     relabelled = flat.gather(2, cells[:, None].expand(-1, n, -1)).reshape(flat.shape[:2] + actions)
@@ -310,32 +303,6 @@ def _on_supports(prep, scaled, ranges, left: Tensor, starts, out, best, source, 
         own, mask = own.index(cols), mask[:, cols]
         sigma = [c[:, cols] for c in cand]
         back = [b[:, cols] for b in back]
-
-
-def _relabel(actions: tuple[int, ...], masks: Tensor) -> tuple[Tensor, Tensor]:
-    """Per support, each player's actions relabelled so that the support's first is 0.
-
-    Player ``i``'s new action ``k`` is ``pi_i(k)``: ``pi_i(0) = a0_i = min S_i``,
-    then the other actions in increasing order, ``pi_i(k) = k - 1 + [k - 1 >= a0_i]``.
-
-    Returns:
-        ``order`` ``(R, M)`` long: the old flat index (offset of ``i`` plus
-        ``pi_i(k)``) of each new one, so that ``masks.gather(1, order)`` is the
-        relabelled support (each holding action 0); ``cells`` ``(R, prod A)``
-        long: the old row-major payoff cell of each new one,
-        ``sum_i pi_i(k_i) stride_i``.
-    """
-    r = masks.shape[0]
-    order, cells, offset = [], torch.zeros(r, 1, dtype=torch.int64), 0
-    for i, a in enumerate(actions):
-        first = masks[:, offset : offset + a].to(torch.uint8).argmax(1)[:, None]  # (R, 1)
-        k = torch.arange(a - 1)[None]  # (1, A_i - 1)
-        pi = torch.cat([first, k + (k >= first).to(torch.int64)], dim=1)  # (R, A_i)
-        order.append(pi + offset)
-        stride = math.prod(actions[i + 1 :])
-        cells = (cells[:, :, None] + pi[:, None, :] * stride).reshape(r, -1)  # (R, prod A_<=i)
-        offset += a
-    return torch.cat(order, dim=1), cells
 
 
 def _on_faces(prep, left: Tensor, faces: Faces, out, best, source) -> None:

@@ -38,9 +38,8 @@ Two implementations of the dense test (every basis's feasibility and the
 degeneracy flags), with the same arithmetic and decisions: batched PyTorch ops
 (any device; the reference), and on the CPU, when numba is installed
 (:mod:`aggregation.accel`), one loop nest over tiles of games that keeps the
-intermediates in registers (:mod:`.vertex_kernel`; on 10,000 random 8x8 games it
-takes support enumeration from 988 to 214 us per game, ``benchmarks/solvers.py``
-with and without ``--no-numba``).
+intermediates in registers (:mod:`.vertex_kernel`; ``benchmarks/solvers.py`` with
+and without ``--no-numba`` measures the difference, several times at 8x8).
 
 :func:`extreme_equilibria` puts the pieces together: the dense test on both
 sides, the equal-support pairs of nondegenerate games, and the label pairing
