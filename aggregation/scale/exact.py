@@ -52,6 +52,7 @@ from torch import Tensor
 
 from ..simplex import all_supports
 from ..small_linalg import serial_ops
+from ..validation import describe
 from . import lcp_kernel
 from ._common import Prepared, check_options, finish, prepare, wants_grad
 from .active_set import (
@@ -244,21 +245,25 @@ def solve_exact(
         ``x = 0``, ``info["diverged"]``).
 
     Raises:
+        TypeError: ``game`` is not a :class:`~aggregation.ScaleGame`; ``differentiable``
+            not a bool.
         ValueError: ``L > 8`` (use an iterative method), bad options.
     """
-    L = game.num_players if isinstance(game, ScaleGame) else 0
+    if not isinstance(game, ScaleGame):
+        raise TypeError(f"game must be a ScaleGame; received {describe(game)}")
+    L = game.num_players
     if L > MAX_EXACT_PLAYERS:
         raise ValueError(
             f"method='exact' enumerates supports and accepts at most {MAX_EXACT_PLAYERS} "
             f"players; received a game with L={L} (use 'extragradient', 'potential' or "
             "'best_response')"
         )
+    iters_cap = check_options("exact", backward, differentiable, max_iter, 3 + 2 * L)
     with serial_ops(game.device):  # the large ops here gain little from OpenMP (module doc)
-        grad = isinstance(game, ScaleGame) and wants_grad(game, differentiable)
+        grad = wants_grad(game, differentiable)
         # the effective game once: its graph for the gradient, detached for the solve
         effective = game.effective() if grad else None
         prep = prepare(game, tol, effective=effective)
-        iters_cap = check_options("exact", backward, differentiable, max_iter, 3 + 2 * prep.L)
         with torch.no_grad():
             x, S, iters, cert, info = _solve_flat(prep, iters_cap)
         x_graph = None

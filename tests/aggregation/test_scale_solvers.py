@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
 from aggregation import ScaleGame, solve_scale_game
+from aggregation.scale import solve_exact
 from aggregation.testing.strategies import planted_scale_games, scale_game_params
 from aggregation.tolerance import default_tol
 
@@ -341,6 +342,10 @@ def test_bad_options_name_the_argument():
         solve_scale_game(small, max_iter=0)
     with pytest.raises(TypeError, match="game must be a ScaleGame"):
         solve_scale_game((torch.ones(2), torch.eye(2)))
+    with pytest.raises(TypeError, match="game must be a ScaleGame"):  # the solver itself
+        solve_exact((torch.ones(2), torch.eye(2)))
+    with pytest.raises(TypeError, match="differentiable must be True or False"):
+        solve_exact(small, differentiable="yes")
     with pytest.raises(ValueError, match="C must be symmetric"):
         solve_scale_game(
             ScaleGame(torch.ones(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]])), "potential"

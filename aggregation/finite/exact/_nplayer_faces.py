@@ -184,18 +184,15 @@ def _weights(mixers: int, delta: Tensor) -> list[Tensor]:
     return out
 
 
-def face_candidates(
-    payoffs: Tensor, actions: tuple[int, ...], faces: Faces, compact: bool = False
-) -> list[Tensor]:
-    """Candidate profiles on ``faces``: N tensors ``(B, R * C, A_i)``.
+def face_candidates(payoffs: Tensor, actions: tuple[int, ...], faces: Faces) -> list[Tensor]:
+    """The valid candidate profiles on ``faces``: N tensors ``(B, W, A_i)``.
 
     ``payoffs`` is ``(B, N, *A)``; ``R`` candidates per face (the roots of
-    each elimination). Weights outside ``[0, 1]`` or non-finite give NaN
-    profiles (never certified). With ``compact``, each game's valid
-    candidates come first, in their order, and only the first ``W = max_b
-    #valid_b`` are built: N tensors ``(B, W, A_i)``, NaN past a game's valid
-    ones (about 14% of the 189 three-mixer candidates of a random 3x3x3 game
-    are valid, 50% of the 81 two-mixer ones).
+    each elimination), ``R * C`` per game. Those with weights in ``[0, 1]``
+    (the valid ones) come first, in their order, and only the first
+    ``W = max_b #valid_b`` are built; past a game's valid ones the profiles
+    are NaN (never certified). About 14% of the 189 three-mixer candidates of
+    a random 3x3x3 game are valid, 50% of the 81 two-mixer ones.
     """
     size, n = payoffs.shape[0], len(actions)
     cells = faces.cells.to(payoffs.device)  # (C, M, 2, K)
@@ -213,20 +210,16 @@ def face_candidates(
     good = (torch.isfinite(t) & (t >= 0) & (t <= 1)).all(-1, keepdim=True)  # (B, R * C, 1)
     t = torch.where(good, t, torch.full_like(t, math.nan))
     slot = player.repeat(roots, 1).expand(size, -1, -1)  # (B, R * C, N)
-    pick = None
-    if compact:
-        width = int(good.sum(1).amax()) if good.numel() else 0
-        pick = torch.argsort((~good[..., 0]).to(torch.uint8), dim=1, stable=True)[:, :width]
-        t = t.gather(1, pick[..., None].expand(-1, -1, mixers))  # (B, W, M)
-        slot = slot.gather(1, pick[..., None].expand(-1, -1, n))  # (B, W, N)
+    width = int(good.sum(1).amax()) if good.numel() else 0  # the most valid ones of a game
+    pick = torch.argsort((~good[..., 0]).to(torch.uint8), dim=1, stable=True)[:, :width]  # (B, W)
+    t = t.gather(1, pick[..., None].expand(-1, -1, mixers))  # (B, W, M)
+    slot = slot.gather(1, pick[..., None].expand(-1, -1, n))  # (B, W, N)
     ones = torch.ones_like(t[..., :1])
     w = torch.cat([t, ones], dim=-1).gather(-1, slot)  # (B, W, N)
     profile = []
     for k in range(n):
-        x = faces.first[k].to(payoffs).repeat(roots, 1)  # (R * C, A_k)
-        y = faces.second[k].to(payoffs).repeat(roots, 1)
-        if pick is not None:
-            x, y = x[pick], y[pick]  # (B, W, A_k)
+        x = faces.first[k].to(payoffs).repeat(roots, 1)[pick]  # (B, W, A_k)
+        y = faces.second[k].to(payoffs).repeat(roots, 1)[pick]
         wk = w[..., k : k + 1]  # (B, W, 1)
         profile.append(wk * x + (1 - wk) * y)  # (B, W, A_k)
     return profile

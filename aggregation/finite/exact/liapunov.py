@@ -280,12 +280,12 @@ def _on_supports(prep, scaled, ranges, left: Tensor, starts, out, best, source, 
         reg = torch.stack([v.amax(0) - (v * c).sum(0) for v, c in zip(values, cand)])  # (N, S)
         reg = (reg * ranges[left][rep].T).amax(0)  # (S,) in payoff units
         reg = torch.where(ok, reg, torch.full_like(reg, math.inf))
-        flat = rep * r + row  # (S,) the pair's place in a (G, R) table
+        place = rep * r + row  # (S,) the pair's place in a (G, R) table
         table = reg.new_full((g * r,), math.inf)
-        table[flat] = reg
+        table[place] = reg
         low, pick = table.reshape(g, r).min(-1)  # (G,)
         column = torch.zeros(g * r, dtype=torch.int64, device=left.device)
-        column[flat] = torch.arange(flat.numel(), device=left.device)
+        column[place] = torch.arange(place.numel(), device=left.device)
         pick = column[pick + torch.arange(g, device=left.device) * r]  # (G,) a pair
         better = low < best[left]
         games, chosen = left[better], pick[better]
@@ -309,11 +309,11 @@ def _on_faces(prep, left: Tensor, faces: Faces, out, best, source) -> None:
     """Certify the best closed-form candidate on ``faces`` for the games ``left``.
 
     Only the valid candidates (weights in ``[0, 1]``) are evaluated, each game's
-    first, in their order (``face_candidates(..., compact=True)``): the least
+    first, in their order (:func:`face_candidates`): the least
     regret, at the first such candidate, is the same as over all of them.
     """
     payoffs = prep.payoffs[left]  # (G, N, *A)
-    profile = face_candidates(payoffs, prep.actions, faces, compact=True)  # N x (G, W, A_i)
+    profile = face_candidates(payoffs, prep.actions, faces)  # N x (G, W, A_i)
     if not profile[0].shape[1]:
         return
     reg = candidate_regret(payoffs, profile)  # (G, W)
