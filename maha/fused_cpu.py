@@ -22,7 +22,11 @@ the scales' own rows once and writes its result once:
 - ``mix_backward``: ``dw[b, t, h, l] = <dy[b, t, h], o_l(t)>`` and
   ``dO_l[j] = sum_{t in block j} w[b, t, h, l] dy[b, t, h]``, summed in a row-sized
   buffer and written once when the block ends (rows no position reads are zero), so the
-  gradients need no zero fill first.
+  gradients need no zero fill first. When the Gram matrices of the same outputs are in
+  the graph, the mix writes ``dw`` alone and ``gram_backward`` adds the mix's term
+  ``w_l(t) dy(t)`` to the same row buffers (its ``mix_term``): one write of every scale's
+  rows instead of two and autograd's sum of them (:class:`maha.fusion_ops._MixLink`
+  wires the two backward passes).
 
 Block rule (:func:`maha.scales.block_span`): row ``j`` of scale ``l`` (``f = r^l``
 positions per block) serves the positions ``[s + j f, s + (j + 1) f)`` with
@@ -34,8 +38,10 @@ the position inside its block (``t - s - j f``, negative while the scale is abse
 counters, so no position costs a division; the row of a coarser scale ``k`` at a block of
 scale ``l`` is then simply its current row.
 
-The scale outputs are passed head-major, ``(B, H, n_l, d_h)`` (the attention's own
-layout), so consecutive rows of one head are adjacent in memory; the loops run in
+The scale outputs are passed head-major, ``(B, H, n_l, d_h)`` (the blocked attention's
+own layout; :func:`maha.fusion_ops.scale_rows` lays out once, with :func:`head_major`, a
+scale that is not, such as the SDPA output of the coarsest scale, rather than each kernel
+copying it), so consecutive rows of one head are adjacent in memory; the loops run in
 parallel over the ``B H`` (batch, head) pairs, whose outputs are disjoint. Products
 accumulate in the operands' dtype, as PyTorch's products do.
 
@@ -63,6 +69,7 @@ __all__ = [
     "available",
     "gram_backward",
     "gram_forward",
+    "head_major",
     "mix_backward",
     "mix_forward",
     "use_fused_cpu",
@@ -185,7 +192,7 @@ if numba is not None:
 
     @_jit
     def _gram_backward(
-        outs, u, L, grad_score, grad, n, ratio, causal, grads, grad_u, zero
+        outs, u, L, grad_score, grad, w, dy, mixed, n, ratio, causal, grads, grad_u, zero
     ):  # pragma: no cover - compiled
         B, H, _, dh = outs[0].shape
         f, s = _geometry(L, ratio, causal)
@@ -205,6 +212,10 @@ if numba is not None:
                     own[l] += grad_score[b, t, h, l]
                     for k in range(l, L):
                         sigma[l, k] += gt[l, k] + gt[k, l]
+                    if mixed:  # the mix's term w_l(t) dy(t) of the same row
+                        wt, dyt, al = w[b, t, h, l], dy[b, t, h], acc[l]
+                        for d in range(dh):
+                            al[d] += wt * dyt[d]
                     if phase[l] != f[l] - 1 and t != n - 1:
                         continue
                     # the last position of block j: apply its sums
@@ -259,7 +270,9 @@ if numba is not None:
                 _advance(f, phase, row)
 
     @_jit
-    def _mix_backward(outs, L, w, grad, n, ratio, causal, grad_w, grads, zero):  # pragma: no cover
+    def _mix_backward(
+        outs, L, w, grad, n, ratio, causal, grad_w, grads, write, zero
+    ):  # pragma: no cover - compiled
         B, H, _, dh = outs[0].shape
         f, s = _geometry(L, ratio, causal)
         for bh in numba.prange(B * H):
@@ -274,25 +287,38 @@ if numba is not None:
                     if phase[l] < 0:
                         grad_w[b, t, h, l] = zero
                         continue
-                    ol, al = outs[l][b, h, row[l]], acc[l]
-                    wt = w[b, t, h, l]
+                    ol = outs[l][b, h, row[l]]
                     dot = zero
                     for d in range(dh):
                         dot += dy[d] * ol[d]
-                        al[d] += wt * dy[d]
                     grad_w[b, t, h, l] = dot
+                    if not write:  # the Gram's backward adds w dy to the rows instead
+                        continue
+                    al, wt = acc[l], w[b, t, h, l]
+                    for d in range(dh):
+                        al[d] += wt * dy[d]
                     if phase[l] == f[l] - 1 or t == n - 1:  # block j ends: write its row
                         gl = grads[l][b, h, row[l]]
                         for d in range(dh):
                             gl[d] = al[d]
                             al[d] = zero
                 _advance(f, phase, row)
-            _zero_unread(grads, L, b, h, phase, row, zero)
+            if write:
+                _zero_unread(grads, L, b, h, phase, row, zero)
 
 
 def _padded(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     filler = np.empty((0, 0, 0, 0), dtype=arrays[0].dtype)
     return (*arrays, *([filler] * (MAX_SCALES - len(arrays))))
+
+
+def head_major(out: Tensor) -> Tensor:
+    """``out`` ``(B, n_l, H, d_h)`` with head-major storage (the kernels' layout, a
+    ``(B, H, n_l, d_h)`` contiguous buffer seen through a transpose): ``out`` itself
+    where it is laid out so already, else one differentiable copy. Laying every scale
+    out once per layer call saves the kernels a copy each (:func:`maha.fusion_ops.scale_rows`).
+    """
+    return out.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def _head_major(outs: Sequence[Tensor]) -> tuple[np.ndarray, ...]:
@@ -335,15 +361,25 @@ def gram_backward(
     length: int,
     ratio: int,
     causal: bool,
+    mix_term: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """The gradients ``(du, [dO_l])`` of :func:`gram_forward` for the cotangents
     ``grad_score`` ``(B, n, H, L)`` and ``grad`` ``(B, n, H, L, L)``: ``(H, L, d_h)`` and
-    ``(B, n_l, H, d_h)`` each."""
+    ``(B, n_l, H, d_h)`` each.
+
+    ``mix_term``: optional ``(w, dy)``, the weights ``(B, n, H, L)`` and cotangent
+    ``(B, n, H, d_h)`` of a :func:`mix_forward` of the same outputs; its gradient with
+    respect to them (``dO_l[j] += sum_{t in block j} w_l(t) dy(t)``) is then added in the
+    same pass (see :func:`mix_backward`'s ``write_grads``)."""
     heads_first = _head_major(outs)
     batch, heads = heads_first[0].shape[:2]
     grads = [np.empty_like(o) for o in heads_first]  # (B, H, n_l, d_h), written by the kernel
     L, zero = len(outs), _zero(grad)
     grad_u = np.zeros((batch * heads, L, u.shape[-1]), heads_first[0].dtype)  # per (b, h)
+    if mix_term is None:
+        w_np = dy_np = np.empty((0, 0, 0, 0), heads_first[0].dtype)
+    else:
+        w_np, dy_np = (t.detach().contiguous().numpy() for t in mix_term)
     with numba_threads():
         _gram_backward(
             _padded(heads_first),
@@ -351,6 +387,9 @@ def gram_backward(
             L,
             grad_score.detach().contiguous().numpy(),
             grad.detach().contiguous().numpy(),
+            w_np,
+            dy_np,
+            mix_term is not None,
             length,
             ratio,
             causal,
@@ -374,12 +413,21 @@ def mix_forward(outs: Sequence[Tensor], w: Tensor, length: int, ratio: int, caus
 
 
 def mix_backward(
-    outs: Sequence[Tensor], w: Tensor, grad: Tensor, length: int, ratio: int, causal: bool
-) -> tuple[Tensor, list[Tensor]]:
+    outs: Sequence[Tensor],
+    w: Tensor,
+    grad: Tensor,
+    length: int,
+    ratio: int,
+    causal: bool,
+    write_grads: bool = True,
+) -> tuple[Tensor, list[Tensor] | None]:
     """``(dw, [dO_l])`` of :func:`mix_forward` for ``grad`` ``(B, n, H, d_h)``:
-    ``(B, n, H, L)`` and ``(B, n_l, H, d_h)`` each."""
+    ``(B, n, H, L)`` and ``(B, n_l, H, d_h)`` each; ``[dO_l]`` is None without
+    ``write_grads`` (the caller passes ``(w, grad)`` to :func:`gram_backward` instead)."""
     heads_first = _head_major(outs)
-    grads = [np.empty_like(o) for o in heads_first]  # every row written by the kernel
+    filler = np.empty((0, 0, 0, 0), heads_first[0].dtype)
+    # every row written by the kernel
+    grads = [np.empty_like(o) if write_grads else filler for o in heads_first]
     grad_w = torch.empty(w.shape, dtype=w.dtype)  # (B, n, H, L)
     with numba_threads():
         _mix_backward(
@@ -392,6 +440,9 @@ def mix_backward(
             causal,
             grad_w.numpy(),
             _padded(grads),
+            write_grads,
             _zero(grad_w),
         )
+    if not write_grads:
+        return grad_w, None
     return grad_w, [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]

@@ -506,7 +506,9 @@ class ScaleFusion(nn.Module):
                 elif self.strategy == "nash" and _few_games(a, C):
                     result = scale_game_small_batch(a, C, solve_mask, tol=self.solver_tol)
                 else:
-                    game = aggregation.ScaleGame(a, C, solve_mask)
+                    # a, C checked finite above; C_ll >= mu > 0 and a player in every game
+                    # (solve_mask) hold by construction: no value checks (host reads) again
+                    game = aggregation.ScaleGame(a, C, solve_mask, check_values=False)
                     method = _GAME_METHODS[self.strategy]
                     result = aggregation.solve_scale_game(game, method=method, **options)
                 weights = result.weights

@@ -19,7 +19,9 @@ fresh ``mmap`` whose pages fault on first touch. Nothing here builds it:
   outputs and ``u`` are saved.
 - :func:`mix`: ``y = sum_l w_l o_l``, one in-place product per scale (scale l's
   own rows against the weights viewed as blocks of ``r^l`` positions), with a
-  chunked backward.
+  chunked backward. On the CPU kernels, a mix of rows whose Gram matrices are in the
+  graph hands its gradient with respect to the outputs to the Gram's backward, which
+  adds it in its own pass over the rows (:class:`_MixLink`).
 
 The block rule comes from :mod:`maha.scales` (:func:`maha.scales.block_span`); the
 Gram chunks cut the positions only at boundaries that every scale's blocks share. A stack that the
@@ -84,6 +86,8 @@ class ScaleRows:
         edges = [0, *cuts, self.length]
         self.chunks = list(zip(edges[:-1], edges[1:]))
         self.stack: Tensor | None = None  # the stack itself, when built from one
+        # set by game_features, taken by the first mix of these rows (see _MixLink)
+        self.mix_link: tuple[_MixLink, Tensor] | None = None
 
     @classmethod
     def from_stack(cls, stack: Tensor) -> ScaleRows:
@@ -101,7 +105,7 @@ class ScaleRows:
         the whole graph is freed.
         """
         bare = copy.copy(self)
-        bare.outs, bare.stack = (), None
+        bare.outs, bare.stack, bare.mix_link = (), None, None
         return bare
 
     def small_stack(self) -> Tensor | None:
@@ -166,6 +170,8 @@ def scale_rows(
         )
         presents.append(present)  # (B, n)
         kept.append(out if has_key is None else out.masked_fill(~has_key[:, :, None, None], 0.0))
+    if fused_cpu.applies(len(kept), *kept):  # the kernels read head-major rows: lay out once
+        kept = [fused_cpu.head_major(out) for out in kept]
     return ScaleRows(kept, length, ratio, causal), torch.stack(presents, dim=-1)
 
 
@@ -229,6 +235,48 @@ def _fold(src: Tensor, rows: int, factor: int, causal: bool) -> Tensor:
     return out
 
 
+class _MixLink:
+    """Hands a :func:`mix` of some scale outputs to the Gram backward of the same outputs.
+
+    Both kernels' backward passes write a gradient of every scale's rows, which autograd
+    then sums: two writes and one more sweep over ``sum_l n_l`` rows. With a link (CPU
+    kernels, :mod:`maha.fused_cpu`), :func:`game_features` also returns a *carrier*, a
+    zero ``(B, n, H, d_h)`` (one broadcast scalar) that :func:`mix` of the same rows adds
+    to its output, ``y = sum_l w_l o_l + carrier``. The carrier's cotangent is the mix's
+    ``dy``; autograd runs the Gram's backward after the mix's (the carrier feeds the
+    mix), and the Gram kernel adds the mix's term ``sum_{t in block j} w_l(t) dy(t)`` to
+    each row in its own pass, while the mix's backward computes ``dw`` alone and returns
+    no gradient for the outputs. The sum is the same; a double backward (``create_graph``)
+    does not use the link. ``weights`` is set by the mix's forward.
+    """
+
+    def __init__(self) -> None:
+        self.weights: Tensor | None = None
+
+
+def _mix_output_grads(
+    rows: ScaleRows, w: Tensor, grad: Tensor, outs: Sequence[Tensor]
+) -> list[Tensor]:
+    """``dO_l[j] = sum_{t in block j} w[:, t, :, l] dy[:, t]``, the gradient of :func:`mix`
+    with respect to the scale outputs (PyTorch, over cache-sized chunks of blocks)."""
+    batch, n, heads, _, dh = rows.shape
+    grads = [torch.zeros_like(out) for out in outs]
+    for l in range(len(outs)):
+        f = rows.ratio**l
+        start, _, full, rest = block_span(0, n, f, rows.causal)
+        step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
+        spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
+        if rest:
+            spans.append((full, full + 1, rest))
+        for j0, j1, size in spans:
+            lo = start + j0 * f
+            hi = lo + (j1 - j0) * size
+            dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
+            wl = w[:, lo:hi, :, l].unflatten(1, (j1 - j0, size)).unsqueeze(-1)
+            grads[l][:, j0:j1] = (dy * wl).sum(2)  # dO_l[j] = sum_i w dy
+    return grads
+
+
 class _Features(torch.autograd.Function):
     """``(u, O_0..O_{L-1})`` -> ``s[..., l] = <u_l, o_l>`` and ``G[..., l, k] = <o_l, o_k>``.
 
@@ -245,12 +293,16 @@ class _Features(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, rows: ScaleRows, u: Tensor, *outs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, rows: ScaleRows, link: _MixLink | None, u: Tensor, *outs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         batch, n, heads, L, dh = rows.shape
-        ctx.rows = rows.geometry()
+        ctx.rows, ctx.link = rows.geometry(), link
         ctx.save_for_backward(u, *outs)
+        ctx.set_materialize_grads(False)  # an unused output's cotangent stays None
+        carrier = outs[0].new_zeros(()).expand(batch, n, heads, dh)  # see _MixLink
         if fused_cpu.applies(L, u, *outs):  # one loop nest (numba), pinned to the loops below
-            return fused_cpu.gram_forward(outs, u, n, rows.ratio, rows.causal)
+            return (*fused_cpu.gram_forward(outs, u, n, rows.ratio, rows.causal), carrier)
         ref = outs[0]
         gram = ref.new_empty(batch, n, heads, L, L)  # (B, n, H, L, L)
         for lo, hi in rows.chunks:
@@ -260,21 +312,32 @@ class _Features(torch.autograd.Function):
             upsample((out * u[:, l]).sum(-1), None, n, rows.ratio**l, causal=rows.causal)[0]
             for l, out in enumerate(outs)
         ]  # L x (B, n, H)
-        return torch.stack(scores, dim=-1), gram  # (B, n, H, L), (B, n, H, L, L)
+        return torch.stack(scores, dim=-1), gram, carrier  # (B, n, H, L), (B, n, H, L, L)
 
     @staticmethod
-    def backward(ctx, grad_score: Tensor, grad_gram: Tensor):
+    def backward(ctx, grad_score: Tensor | None, grad_gram: Tensor | None, grad_carrier):
         rows: ScaleRows = ctx.rows
         u, *outs = ctx.saved_tensors
-        _, n, _, L, _ = rows.shape
+        batch, n, heads, L, _ = rows.shape
+        if grad_score is None:
+            grad_score = u.new_zeros(batch, n, heads, L)
+        if grad_gram is None:
+            grad_gram = u.new_zeros(batch, n, heads, L, L)
+        # the mix's cotangent dy when its gradient of the outputs comes here (_MixLink; a
+        # traced backward may pass a zero cotangent for the carrier, which no link uses)
+        linked = ctx.link is not None and grad_carrier is not None
+        mix_term = (ctx.link.weights, grad_carrier) if linked else None
         kernel = fused_cpu.applies(L, grad_score, grad_gram, u, *outs)
         if kernel and not torch.is_grad_enabled():
             du, grads = fused_cpu.gram_backward(
-                outs, u, grad_score, grad_gram, n, rows.ratio, rows.causal
+                outs, u, grad_score, grad_gram, n, rows.ratio, rows.causal, mix_term
             )
-            return (None, du, *grads)
+            return (None, None, du, *grads)
         sym = grad_gram + grad_gram.transpose(-1, -2)  # (B, n, H, L, L): dG_lk + dG_kl
-        grads = [torch.zeros_like(out) for out in outs]
+        if mix_term is None:
+            grads = [torch.zeros_like(out) for out in outs]
+        else:
+            grads = _mix_output_grads(rows, mix_term[0], mix_term[1], outs)
         du = []
         for l in range(L):
             f = rows.ratio**l
@@ -288,7 +351,7 @@ class _Features(torch.autograd.Function):
             for k in range(l + 1, L):
                 m = rows.ratio ** (k - l)
                 _pair_grads(S[..., k - l], fine, outs[k], m, rows.causal, d_fine, grads[k])
-        return (None, torch.stack(du, dim=1), *grads)  # du: (H, L, d_h)
+        return (None, None, torch.stack(du, dim=1), *grads)  # du: (H, L, d_h)
 
 
 def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -308,17 +371,25 @@ def game_features(rows: ScaleRows, u: Tensor) -> tuple[Tensor, Tensor]:
     stack = rows.small_stack()
     if stack is not None:  # (B, n, H, L, d_h), e.g. one streamed position
         return (stack * u).sum(-1), torch.matmul(stack, stack.transpose(-1, -2))
-    return _Features.apply(rows, u, *rows.outs)
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (u, *rows.outs))
+    link = _MixLink() if tracked and fused_cpu.applies(len(rows.outs), u, *rows.outs) else None
+    score, gram, carrier = _Features.apply(rows, link, u, *rows.outs)
+    rows.mix_link = None if link is None else (link, carrier)
+    return score, gram
 
 
 class _Mix(torch.autograd.Function):
     """``(w, O_0..O_{L-1})`` -> ``y = sum_l w_l o_l`` (see :func:`mix`)."""
 
     @staticmethod
-    def forward(ctx, rows: ScaleRows, w: Tensor, *outs: Tensor) -> Tensor:
+    def forward(
+        ctx, rows: ScaleRows, w: Tensor, link: _MixLink | None, carrier: Tensor | None, *outs
+    ) -> Tensor:
         batch, n, heads, L, dh = rows.shape
-        ctx.rows = rows.geometry()
+        ctx.rows, ctx.link = rows.geometry(), link
         ctx.save_for_backward(w, *outs)
+        if link is not None:  # the carrier is zero: y = sum_l w_l o_l + carrier needs no add
+            link.weights = w.detach()
         if fused_cpu.applies(L, w, *outs):  # one loop nest (numba), pinned to the loop below
             return fused_cpu.mix_forward(outs, w, n, rows.ratio, rows.causal)
         y = outs[0].new_empty(batch, n, heads, dh)  # (B, n, H, d_h)
@@ -342,27 +413,30 @@ class _Mix(torch.autograd.Function):
         w, *outs = ctx.saved_tensors
         batch, n, heads, L, dh = rows.shape
         if fused_cpu.applies(L, grad, w, *outs) and not torch.is_grad_enabled():
-            grad_w, grads = fused_cpu.mix_backward(outs, w, grad, n, rows.ratio, rows.causal)
-            return (None, grad_w if ctx.needs_input_grad[1] else None, *grads)
+            linked = ctx.link is not None  # the Gram's backward adds w dy to the rows
+            grad_w, grads = fused_cpu.mix_backward(
+                outs, w, grad, n, rows.ratio, rows.causal, write_grads=not linked
+            )
+            grad_w = grad_w if ctx.needs_input_grad[1] else None
+            if linked:
+                return (None, grad_w, None, grad, *([None] * L))
+            return (None, grad_w, None, None, *grads)
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        grads = [torch.zeros_like(out) for out in outs]
-        for l, out in enumerate(outs):
-            f = rows.ratio**l
-            start, _, full, rest = block_span(0, n, f, rows.causal)
-            step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
-            spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
-            if rest:
-                spans.append((full, full + 1, rest))
-            for j0, j1, size in spans:
-                lo = start + j0 * f
-                hi = lo + (j1 - j0) * size
-                dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
-                wl = w[:, lo:hi, :, l].unflatten(1, (j1 - j0, size)).unsqueeze(-1)
-                if grad_w is not None:  # dw_l = <dy, O_l[j]>
+        if grad_w is not None:  # dw_l = <dy, o_l>, by chunks of blocks
+            for l, out in enumerate(outs):
+                f = rows.ratio**l
+                start, _, full, rest = block_span(0, n, f, rows.causal)
+                step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))
+                spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
+                if rest:
+                    spans.append((full, full + 1, rest))
+                for j0, j1, size in spans:
+                    lo = start + j0 * f
+                    hi = lo + (j1 - j0) * size
+                    dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
                     dw = (dy * out[:, j0:j1].unsqueeze(2)).sum(-1)  # (B, c, size, H)
                     grad_w[:, lo:hi, :, l] = dw.flatten(1, 2)
-                grads[l][:, j0:j1] = (dy * wl).sum(2)  # dO_l[j] = sum_i w dy
-        return (None, grad_w, *grads)
+        return (None, grad_w, None, None, *_mix_output_grads(rows, w, grad, outs))
 
 
 def mix(rows: ScaleRows, w: Tensor) -> Tensor:
@@ -386,4 +460,6 @@ def mix(rows: ScaleRows, w: Tensor) -> Tensor:
     stack = rows.small_stack()
     if stack is not None:  # (B, n, H, L, d_h), e.g. one streamed position
         return (w.unsqueeze(-1) * stack).sum(-2)  # elementwise, like _Mix (no matmul FLOPs)
-    return _Mix.apply(rows, w, *rows.outs)
+    link, carrier = rows.mix_link or (None, None)
+    rows.mix_link = None  # one mix per link: its weights are the ones the Gram adds
+    return _Mix.apply(rows, w, link, carrier, *rows.outs)

@@ -45,6 +45,28 @@ from ..validation import as_tensor, check_nonnegative, compute_dtype, describe
 __all__ = ["Certificate", "ScaleGame", "certify_profile", "others_sum"]
 
 
+def _check_values(C_t: Tensor, m_t: Tensor | None) -> None:
+    """Refuse a mask leaving a batch element without players, or a present player with
+    ``C_ll <= 0`` (host reads; finiteness is checked where ``a`` and ``C`` are converted)."""
+    if m_t is not None and m_t.numel() and not bool(m_t.any(-1).all()):
+        empty = int((~m_t.any(-1)).sum())
+        raise ValueError(
+            f"mask must leave at least one present player in every batch element; "
+            f"received {empty} element{'s' if empty != 1 else ''} with no player"
+        )
+    diag = C_t.diagonal(dim1=-2, dim2=-1)  # (*batch_C, L)
+    bad = diag <= 0
+    if bad.numel() and bool(bad.any()) and m_t is not None:
+        bad = bad & m_t  # only present players must have C_ll > 0
+    if bad.numel() and bool(bad.any()):
+        raise ValueError(
+            "C must have a positive diagonal (C_ll > 0) for every present player; "
+            f"received {int(bad.sum())} diagonal entr"
+            f"{'y' if int(bad.sum()) == 1 else 'ies'} <= 0 (smallest "
+            f"{float(diag.min()):.3g})"
+        )
+
+
 class ScaleGame:
     """A batch of scale games ``(a, C)`` with an optional player mask.
 
@@ -54,6 +76,13 @@ class ScaleGame:
             present player.
         mask: optional ``(*batch_m, L)`` bool, False for absent players (they
             play 0). Every batch element needs at least one present player.
+        check_values: check the values (host reads): ``a`` and ``C`` finite,
+            ``C_ll > 0`` for every present player, a present player in every
+            batch element. ``False`` checks types and shapes only, with no host
+            read (for callers whose games hold these by construction, e.g. the
+            MAHA fusion, which checks finiteness itself); a game that breaks them
+            then has no defined equilibrium and the solvers' results are
+            meaningless. Default True.
 
     Batch shapes broadcast: ``batch_shape = broadcast(batch_a, batch_C, batch_m)``.
     The game keeps the tensors it was given (no copies, no expansion; the
@@ -74,9 +103,11 @@ class ScaleGame:
         tensor([0.0000, 0.5000])
     """
 
-    def __init__(self, a: Any, C: Any, mask: Any = None) -> None:
-        a_t = as_tensor(a, "a", min_dim=1)
-        C_t = as_tensor(C, "C", min_dim=2)
+    def __init__(self, a: Any, C: Any, mask: Any = None, *, check_values: bool = True) -> None:
+        if not isinstance(check_values, bool):
+            raise TypeError(f"check_values must be a bool; received {describe(check_values)}")
+        a_t = as_tensor(a, "a", min_dim=1, finite=check_values)
+        C_t = as_tensor(C, "C", min_dim=2, finite=check_values)
         L = a_t.shape[-1]
         if L < 1:
             raise ValueError(f"a must have at least one player (L >= 1); received {describe(a_t)}")
@@ -110,23 +141,8 @@ class ScaleGame:
                 + (" and mask" if m_t is not None else "")
                 + f" must broadcast; received {[tuple(s) for s in shapes]}"
             ) from None
-        if m_t is not None and m_t.numel() and not bool(m_t.any(-1).all()):
-            empty = int((~m_t.any(-1)).sum())
-            raise ValueError(
-                f"mask must leave at least one present player in every batch element; "
-                f"received {empty} element{'s' if empty != 1 else ''} with no player"
-            )
-        diag = C_t.diagonal(dim1=-2, dim2=-1)  # (*batch_C, L)
-        bad = diag <= 0
-        if bad.numel() and bool(bad.any()) and m_t is not None:
-            bad = bad & m_t  # only present players must have C_ll > 0
-        if bad.numel() and bool(bad.any()):
-            raise ValueError(
-                "C must have a positive diagonal (C_ll > 0) for every present player; "
-                f"received {int(bad.sum())} diagonal entr"
-                f"{'y' if int(bad.sum()) == 1 else 'ies'} <= 0 (smallest "
-                f"{float(diag.min()):.3g})"
-            )
+        if check_values:
+            _check_values(C_t, m_t)
         self._a = a_t
         self._C = C_t
         self._mask = m_t

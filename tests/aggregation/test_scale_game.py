@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation import ScaleGame
+from aggregation import ScaleGame, solve_scale_game
 from aggregation.testing.strategies import scale_game_params
 
 D = torch.float64
@@ -153,6 +153,28 @@ def test_half_precision_is_evaluated_in_float32():
 def test_bad_input_names_the_argument(a, C, mask, error, match):
     with pytest.raises(error, match=match):
         ScaleGame(a, C, mask)
+
+
+def test_check_values_false_skips_only_the_value_checks():
+    """``check_values=False`` reads no value (no NaN, diagonal or empty-mask check) but still
+    checks types and shapes, and a valid game is the same game either way."""
+    ScaleGame(torch.tensor([1.0, float("nan")]), torch.eye(2), check_values=False)
+    ScaleGame(torch.ones(2), torch.zeros(2, 2), check_values=False)
+    ScaleGame(torch.ones(3), torch.eye(3), torch.zeros(3, dtype=torch.bool), check_values=False)
+    with pytest.raises(ValueError, match="C must be square"):
+        ScaleGame(torch.ones(2), torch.ones(2, 3), check_values=False)
+    with pytest.raises(TypeError, match="mask must be a boolean"):
+        ScaleGame(torch.ones(2), torch.eye(2), torch.ones(2), check_values=False)
+    with pytest.raises(TypeError, match="check_values must be a bool"):
+        ScaleGame(torch.ones(2), torch.eye(2), check_values=1)
+    gen = torch.Generator().manual_seed(0)
+    a, B = torch.rand(5, 3, generator=gen, dtype=D), torch.randn(5, 3, 3, generator=gen, dtype=D)
+    C = B @ B.transpose(-1, -2) + torch.eye(3, dtype=D)
+    mask = torch.rand(5, 3, generator=gen) < 0.7
+    mask[:, 0] = True
+    checked = solve_scale_game(ScaleGame(a, C, mask))
+    unchecked = solve_scale_game(ScaleGame(a, C, mask, check_values=False))
+    assert torch.equal(checked.x, unchecked.x) and bool(checked.converged.all())
 
 
 def test_absent_player_may_have_a_zero_diagonal():

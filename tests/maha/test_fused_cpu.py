@@ -83,7 +83,7 @@ def test_the_kernels_are_taken_where_they_apply(monkeypatch):
     for name in ("gram_forward", "gram_backward", "mix_forward", "mix_backward"):
         original = getattr(fused_cpu, name)
         monkeypatch.setattr(
-            fused_cpu, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a)
+            fused_cpu, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
         )
     outs, w, u = _case(17, 3, 2, True, torch.float64)
     _run(outs, w, u, 17, 2, True, fused=True)
@@ -95,6 +95,84 @@ def test_the_kernels_are_taken_where_they_apply(monkeypatch):
     outs, w, u = _case(20, many, 2, False, torch.float64)
     _run(outs, w, u, 20, 2, False, fused=True)
     assert calls == []
+
+
+def test_the_gram_backward_takes_the_mix_gradient_over(monkeypatch):
+    """With a mix of the same rows, the mix's backward writes no output gradient: the
+    Gram's kernel adds ``sum w dy`` to the rows in its pass (``maha.fusion_ops._MixLink``)."""
+    seen = {}
+    for name in ("gram_backward", "mix_backward"):
+        original = getattr(fused_cpu, name)
+
+        def record(*a, _f=original, _n=name, **k):
+            seen[_n] = a[7] if _n == "gram_backward" and len(a) > 7 else k
+            return _f(*a, **k)
+
+        monkeypatch.setattr(fused_cpu, name, record)
+    outs, w, u = _case(23, 3, 2, True, torch.float64)
+    got = _run(outs, w, u, 23, 2, True, fused=True)
+    assert seen["mix_backward"] == {"write_grads": False}
+    assert seen["gram_backward"] is not None  # the (w, dy) term
+    ref = _run(outs, w, u, 23, 2, True, fused=False)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _partial(outs, w, u, fused, case):
+    """Gradients of the scale outputs, ``w`` and ``u`` when the fusion's pieces are used
+    in part: the mix alone, the Gram alone, a mix with weights that do not depend on the
+    Gram, two mixes of the same rows."""
+    n, r, causal = outs[0].shape[1], 2, True
+    outs = [o.detach().requires_grad_() for o in outs]
+    w = w.detach().requires_grad_()
+    u = u.detach().requires_grad_()
+    gen = torch.Generator().manual_seed(3)
+
+    def dot(t):
+        return (t * torch.randn(t.shape, dtype=t.dtype, generator=gen)).sum()
+
+    with fused_cpu.use_fused_cpu(fused):
+        rows, _ = scale_rows(outs, [None] * len(outs), n, r, causal=causal)
+        if case == "mix only":
+            loss = dot(mix(rows, w))
+        elif case == "gram only":
+            loss = dot(game_features(rows, u)[1])
+        elif case == "mix unused":
+            scores, gram = game_features(rows, u)
+            mix(rows, w)
+            loss = dot(scores) + dot(gram)
+        elif case == "independent weights":
+            _, gram = game_features(rows, u)
+            loss = dot(mix(rows, w))
+        elif case == "weights from the gram":
+            scores, gram = game_features(rows, u)
+            weights = torch.softmax(scores + gram.diagonal(dim1=-2, dim2=-1), -1)
+            loss = dot(mix(rows, weights))
+        else:  # two mixes: the second takes no link
+            scores, gram = game_features(rows, u)
+            loss = dot(mix(rows, w)) + dot(mix(rows, torch.softmax(scores, -1)))
+        inputs = [*outs, w, u]
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mix only",
+        "gram only",
+        "mix unused",
+        "independent weights",
+        "weights from the gram",
+        "two mixes",
+    ],
+)
+def test_the_mix_link_holds_for_partial_uses(case):
+    outs, w, u = _case(29, 3, 2, True, torch.float64)
+    ref = _partial(outs, w, u, False, case)
+    got = _partial(outs, w, u, True, case)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_double_backward_falls_back_to_the_loops():
