@@ -41,7 +41,8 @@ scale ``l`` is then simply its current row.
 The scale outputs are passed head-major, ``(B, H, n_l, d_h)`` (the blocked attention's
 own layout; :func:`maha.fusion_ops.scale_rows` lays out once, with :func:`head_major`, a
 scale that is not, such as the SDPA output of the coarsest scale, rather than each kernel
-copying it), so consecutive rows of one head are adjacent in memory; the loops run in
+copying it), and so is the mix's cotangent ``dy`` in backward (one copy, read by both
+backward kernels), so consecutive rows of one head are adjacent in memory; the loops run in
 parallel over the ``B H`` (batch, head) pairs, whose outputs are disjoint. Products
 accumulate in the operands' dtype, as PyTorch's products do.
 
@@ -213,7 +214,7 @@ if numba is not None:
                     for k in range(l, L):
                         sigma[l, k] += gt[l, k] + gt[k, l]
                     if mixed:  # the mix's term w_l(t) dy(t) of the same row
-                        wt, dyt, al = w[b, t, h, l], dy[b, t, h], acc[l]
+                        wt, dyt, al = w[b, t, h, l], dy[b, h, t], acc[l]
                         for d in range(dh):
                             al[d] += wt * dyt[d]
                     if phase[l] != f[l] - 1 and t != n - 1:
@@ -282,7 +283,7 @@ if numba is not None:
             row = np.empty(L, np.int64)
             _start(s, phase, row)
             for t in range(n):
-                dy = grad[b, t, h]  # (d_h,)
+                dy = grad[b, h, t]  # (d_h,): head-major, as the outputs
                 for l in range(L):
                     if phase[l] < 0:
                         grad_w[b, t, h, l] = zero
@@ -379,7 +380,8 @@ def gram_backward(
     if mix_term is None:
         w_np = dy_np = np.empty((0, 0, 0, 0), heads_first[0].dtype)
     else:
-        w_np, dy_np = (t.detach().contiguous().numpy() for t in mix_term)
+        w_np = mix_term[0].detach().contiguous().numpy()
+        (dy_np,) = _head_major(mix_term[1:])  # (B, H, n, d_h), as the outputs
     with numba_threads():
         _gram_backward(
             _padded(heads_first),
@@ -434,7 +436,7 @@ def mix_backward(
             _padded(heads_first),
             len(outs),
             w.detach().contiguous().numpy(),
-            grad.detach().contiguous().numpy(),
+            _head_major((grad,))[0],
             length,
             ratio,
             causal,

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ..small_linalg import ordered_sum
 from ..validation import as_tensor, check_nonnegative, compute_dtype, describe
+from . import lcp_kernel
 
 __all__ = ["Certificate", "ScaleGame", "certify_profile", "others_sum"]
 
@@ -65,6 +66,26 @@ def _check_values(C_t: Tensor, m_t: Tensor | None) -> None:
             f"{'y' if int(bad.sum()) == 1 else 'ies'} <= 0 (smallest "
             f"{float(diag.min()):.3g})"
         )
+
+
+class _Effective(torch.autograd.Function):
+    """``(a (B, L), C (B, L, L), mask (B, L))`` -> the effective game, by the kernels of
+    :mod:`aggregation.scale.lcp_kernel` (the same values and gradients as the ``where``
+    composition of :meth:`ScaleGame.effective`, which a double backward uses)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, C: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(mask)
+        return lcp_kernel.effective_game(a, C, mask)
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor, grad_C: Tensor):
+        (m,) = ctx.saved_tensors
+        if not torch.is_grad_enabled():
+            return (*lcp_kernel.effective_game_backward(m, grad_a, grad_C), None)
+        zero = torch.zeros((), dtype=grad_a.dtype, device=grad_a.device)
+        both = m.unsqueeze(-1) & m.unsqueeze(-2)
+        return torch.where(m, grad_a, zero), torch.where(both, grad_C, zero), None
 
 
 class ScaleGame:
@@ -215,9 +236,13 @@ class ScaleGame:
         """The effective game ``(a_eff (*batch', L), C_eff (*batch'', L, L))``.
 
         Absent players get ``a_l = -1`` and the identity's row and column in
-        ``C``; present entries are the given ones. Differentiable (``torch.where``).
-        Without a mask the given tensors are returned (cast to ``dtype``),
-        unexpanded.
+        ``C``; present entries are the given ones. Differentiable: the gradient
+        of a present entry is its cotangent, of an absent one zero. Without a
+        mask the given tensors are returned (cast to ``dtype``), unexpanded.
+        Where ``a``, ``C`` and the mask all have the full batch shape on the CPU,
+        one numba pass per game computes it
+        (:func:`aggregation.scale.lcp_kernel.effective_game`); elsewhere the
+        ``torch.where`` composition, the same bits.
         """
         dtype = dtype or self.compute_dtype
         a = self._a.to(dtype)
@@ -225,9 +250,21 @@ class ScaleGame:
         if self._mask is None:
             return a, C
         m = self._mask
+        L = self._L
+        full = (*self._batch, L)
+        if (
+            tuple(a.shape) == full == tuple(m.shape)
+            and tuple(C.shape) == (*full, L)
+            and not torch.compiler.is_compiling()
+            and lcp_kernel.applies(a, C)
+        ):  # one pass per game (numba) instead of a broadcast (B, L, L) mask and where
+            a_flat, C_flat = _Effective.apply(
+                a.reshape(-1, L), C.reshape(-1, L, L), m.reshape(-1, L)
+            )
+            return a_flat.view(full), C_flat.view(*full, L)
         a = torch.where(m, a, torch.full((), -1.0, dtype=dtype, device=a.device))
         both = m.unsqueeze(-1) & m.unsqueeze(-2)  # (*batch_m, L, L)
-        eye = torch.eye(self._L, dtype=dtype, device=C.device)
+        eye = torch.eye(L, dtype=dtype, device=C.device)
         C = torch.where(both, C, eye)
         return a, C
 

@@ -13,6 +13,12 @@ Two kernels, each the phases of :mod:`aggregation.scale.active_set` for the scal
   ``3`` block pivots, then Murty's least-index rule; then
   :func:`~aggregation.scale.game.certify_profile` of the clamped profile (regret,
   natural residual, ``converged`` with its rounding bound, ``diverged``).
+- :func:`effective_game` and :func:`effective_game_backward`: the effective game of
+  :meth:`~aggregation.ScaleGame.effective` (an absent player's ``a_l = -1`` and the
+  identity's row and column of ``C``) and the adjoint of that substitution (the
+  cotangents of the present entries, zero elsewhere), one pass over the games each
+  instead of PyTorch's broadcast mask product and ``where`` over ``(B, L, L)``, whose
+  trailing dimensions of ``L`` make them slow.
 - :func:`kkt_backward`: :func:`~aggregation.scale.active_set.fused_backward` for the
   scale game: ``J^T u = v`` with ``J``'s rows those of ``M`` on the support and of the
   identity off it, ``grad_a = u_S``, ``grad_M = -u_S x^T`` (zero where ``J`` is
@@ -43,7 +49,7 @@ from torch import Tensor
 from ..accel import available, numba, numba_threads
 from ..small_linalg import outer_threads
 
-__all__ = ["applies", "kkt_backward", "pivot_certify"]
+__all__ = ["applies", "effective_game", "effective_game_backward", "kkt_backward", "pivot_certify"]
 
 #: Games per parallel tile.
 _TILE = 256
@@ -151,7 +157,69 @@ def kkt_backward(M: Tensor, x: Tensor, v: Tensor, S: Tensor) -> tuple[Tensor, Te
     return torch.from_numpy(ga), torch.from_numpy(gM), torch.from_numpy(ok)
 
 
+def effective_game(a: Tensor, C: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a_eff (B, L), C_eff (B, L, L))``: ``a_l`` and ``C_lk`` where players ``l`` (and
+    ``k``) are present, ``-1`` and the identity's entries elsewhere. ``a (B, L)``, ``C (B, L,
+    L)``, ``mask (B, L)`` bool; CPU, one float dtype (:func:`applies`); no graph."""
+    a_eff = torch.empty(a.shape, dtype=a.dtype)
+    C_eff = torch.empty(C.shape, dtype=C.dtype)
+    if a.shape[0]:
+        with numba_threads(outer_threads()):
+            _effective(
+                a.detach().contiguous().numpy(),
+                C.detach().contiguous().numpy(),
+                mask.contiguous().numpy(),
+                a_eff.numpy(),
+                C_eff.numpy(),
+            )
+    return a_eff, C_eff
+
+
+def effective_game_backward(mask: Tensor, grad_a: Tensor, grad_C: Tensor) -> tuple[Tensor, Tensor]:
+    """The adjoint of :func:`effective_game`: ``grad_a`` where ``l`` is present and
+    ``grad_C`` where ``l`` and ``k`` both are, zero elsewhere (shapes as there)."""
+    ga = torch.empty(grad_a.shape, dtype=grad_a.dtype)
+    gC = torch.empty(grad_C.shape, dtype=grad_C.dtype)
+    if ga.shape[0]:
+        with numba_threads(outer_threads()):
+            _effective_backward(
+                mask.contiguous().numpy(),
+                grad_a.detach().contiguous().numpy(),
+                grad_C.detach().contiguous().numpy(),
+                ga.numpy(),
+                gC.numpy(),
+            )
+    return ga, gC
+
+
 if numba is not None:
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _effective(a, C, m, a_eff, C_eff):  # pragma: no cover - compiled
+        B, L = a.shape
+        one = a.dtype.type(1)
+        zero = one - one
+        for tile in numba.prange((B + _TILE - 1) // _TILE):
+            for g in range(tile * _TILE, min(B, (tile + 1) * _TILE)):
+                for l in range(L):
+                    a_eff[g, l] = a[g, l] if m[g, l] else -one
+                    for k in range(L):
+                        if m[g, l] and m[g, k]:
+                            C_eff[g, l, k] = C[g, l, k]
+                        else:
+                            C_eff[g, l, k] = one if l == k else zero
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _effective_backward(m, grad_a, grad_C, ga, gC):  # pragma: no cover - compiled
+        B, L = grad_a.shape
+        zero = grad_a.dtype.type(0)
+        for tile in numba.prange((B + _TILE - 1) // _TILE):
+            for g in range(tile * _TILE, min(B, (tile + 1) * _TILE)):
+                for l in range(L):
+                    ga[g, l] = grad_a[g, l] if m[g, l] else zero
+                    for k in range(L):
+                        gC[g, l, k] = grad_C[g, l, k] if m[g, l] and m[g, k] else zero
+
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
     # The multiply-adds that PyTorch computes with ``addcmul``/``add(alpha=)`` (one rounding,
     # a fused multiply-add) may contract here too; the certificate's separate products and

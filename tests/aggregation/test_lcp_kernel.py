@@ -183,3 +183,51 @@ solve_scale_game(ScaleGame(a, C), method="exact").x.sum().backward()
 def test_the_kernels_leave_torch_thread_count_as_it_was(threads, torch_threads_after):
     """In a fresh process: numba's OpenMP layer resets the count when it starts."""
     assert torch_threads_after(_THREADS_CODE, threads) == threads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [(), (0,), (7,), (3, 5)])
+def test_effective_game_kernel_equals_the_where_path(dtype, batch, monkeypatch):
+    """``ScaleGame.effective`` through the kernels gives the bits of the ``where`` path:
+    values (NaN kept where present, replaced where absent) and gradients (the cotangents of
+    the present entries, zero elsewhere, NaN cotangents of absent entries included), in a
+    single and a double backward; a broadcast (not full-batch) mask takes the ``where`` path."""
+    gen = torch.Generator().manual_seed(len(batch))
+    L = 4
+    a = torch.randn(*batch, L, dtype=dtype, generator=gen)
+    C = torch.randn(*batch, L, L, dtype=dtype, generator=gen)
+    mask = torch.rand(*batch, L, generator=gen) < 0.6
+    if a.numel():
+        a.view(-1)[0] = float("nan")
+        C.view(-1)[1] = float("nan")
+    ga = torch.randn(a.shape, dtype=dtype, generator=gen)
+    gC = torch.randn(C.shape, dtype=dtype, generator=gen)
+    if ga.numel():
+        ga.view(-1)[-1] = float("nan")
+    calls = []
+    kernel = lcp_kernel.effective_game
+    monkeypatch.setattr(
+        lcp_kernel,
+        "effective_game",
+        lambda *t: calls.append(lcp_kernel.applies(*t[:2])) or kernel(*t),
+    )
+    results = []
+    for fast in (True, False):
+        ai, Ci = a.clone().requires_grad_(), C.clone().requires_grad_()
+        with use_numba(fast):
+            ae, Ce = ScaleGame(ai, Ci, mask, check_values=False).effective()
+            grads = torch.autograd.grad((ae * ga).sum() + (Ce * gC).sum(), (ai, Ci))
+            ae2, Ce2 = ScaleGame(ai, Ci, mask, check_values=False).effective()
+            first = torch.autograd.grad((ae2 * ga).sum() + (Ce2 * gC).sum(), ai, create_graph=True)
+        results.append((ae, Ce, *grads, first[0]))
+    for fast, slow in zip(*results):
+        torch.testing.assert_close(fast, slow, rtol=0, atol=0, equal_nan=True)
+    assert calls == [True, True]  # the kernel ran for both games, with numba on
+    if batch:  # a mask that broadcasts takes the where path, with the kernel's bits
+        one = torch.tensor([[True, False, True, False]])
+        calls.clear()
+        broadcast = ScaleGame(a, C, one, check_values=False).effective()
+        expanded = ScaleGame(a, C, one.expand(*batch, L).clone(), check_values=False).effective()
+        assert calls == [True]
+        for x, y in zip(broadcast, expanded):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
