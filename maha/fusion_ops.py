@@ -254,23 +254,32 @@ class _MixLink:
         self.weights: Tensor | None = None
 
 
+def _block_chunks(rows: ScaleRows, l: int) -> list[tuple[int, int, int, int, int]]:
+    """Cache-sized chunks of the blocks of scale ``l``: ``(j0, j1, lo, hi, size)``, blocks
+    ``j0 .. j1 - 1`` serving the positions ``[lo, hi)``, ``size`` positions each (the last,
+    partial block alone in its chunk)."""
+    batch, n, heads, _, dh = rows.shape
+    f = rows.ratio**l
+    start, _, full, rest = block_span(0, n, f, rows.causal)
+    step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
+    spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
+    if rest:
+        spans.append((full, full + 1, rest))
+    chunks = []
+    for j0, j1, size in spans:
+        lo = start + j0 * f
+        chunks.append((j0, j1, lo, lo + (j1 - j0) * size, size))
+    return chunks
+
+
 def _mix_output_grads(
     rows: ScaleRows, w: Tensor, grad: Tensor, outs: Sequence[Tensor]
 ) -> list[Tensor]:
     """``dO_l[j] = sum_{t in block j} w[:, t, :, l] dy[:, t]``, the gradient of :func:`mix`
     with respect to the scale outputs (PyTorch, over cache-sized chunks of blocks)."""
-    batch, n, heads, _, dh = rows.shape
     grads = [torch.zeros_like(out) for out in outs]
     for l in range(len(outs)):
-        f = rows.ratio**l
-        start, _, full, rest = block_span(0, n, f, rows.causal)
-        step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))  # blocks per chunk
-        spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
-        if rest:
-            spans.append((full, full + 1, rest))
-        for j0, j1, size in spans:
-            lo = start + j0 * f
-            hi = lo + (j1 - j0) * size
+        for j0, j1, lo, hi, size in _block_chunks(rows, l):
             dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
             wl = w[:, lo:hi, :, l].unflatten(1, (j1 - j0, size)).unsqueeze(-1)
             grads[l][:, j0:j1] = (dy * wl).sum(2)  # dO_l[j] = sum_i w dy
@@ -425,15 +434,7 @@ class _Mix(torch.autograd.Function):
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         if grad_w is not None:  # dw_l = <dy, o_l>, by chunks of blocks
             for l, out in enumerate(outs):
-                f = rows.ratio**l
-                start, _, full, rest = block_span(0, n, f, rows.causal)
-                step = max(1, _CHUNK_ELEMENTS // max(batch * f * heads * dh, 1))
-                spans = [(j, min(j + step, full), f) for j in range(0, full, step)]
-                if rest:
-                    spans.append((full, full + 1, rest))
-                for j0, j1, size in spans:
-                    lo = start + j0 * f
-                    hi = lo + (j1 - j0) * size
+                for j0, j1, lo, hi, size in _block_chunks(rows, l):
                     dy = grad[:, lo:hi].unflatten(1, (j1 - j0, size))  # (B, c, size, H, d_h)
                     dw = (dy * out[:, j0:j1].unsqueeze(2)).sum(-1)  # (B, c, size, H)
                     grad_w[:, lo:hi, :, l] = dw.flatten(1, 2)
