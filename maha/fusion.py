@@ -356,14 +356,15 @@ class ScaleFusion(nn.Module):
         dtype = rows.dtype
         u = self.utility_weight.to(dtype).transpose(0, 1)  # (H, L, d_h)
         score, gram = game_features(rows, u)  # (B, n, H, L), (B, n, H, L, L)
-        gram = gram / self.head_dim
         a = F.softplus(score + self.utility_bias.to(dtype).t()) + self.utility_eps  # (B,n,H,L)
         beta = F.softplus(self.beta_raw.to(dtype)).view(-1, 1, 1)  # (H, 1, 1)
         eye = torch.eye(self.num_scales, dtype=dtype, device=rows.device)
-        C = beta * gram + self.mu_per_head(dtype).view(-1, 1, 1) * eye  # (B, n, H, L, L)
+        offset = self.mu_per_head(dtype).view(-1, 1, 1) * eye  # (H, L, L)
         if self.asymmetric:
             skew = self.skew.to(dtype)
-            C = C + (skew - skew.transpose(-1, -2))  # (H, L, L) broadcast
+            offset = offset + (skew - skew.transpose(-1, -2))
+        # C = offset + (beta / d_h) G: one pass over the (B, n, H, L, L) games
+        C = torch.addcmul(offset, beta / self.head_dim, gram)  # (B, n, H, L, L)
         return a, C
 
     def _rows(self, o: Tensor | ScaleRows, present: Tensor | None = None) -> ScaleRows:

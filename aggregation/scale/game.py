@@ -154,8 +154,9 @@ class ScaleGame:
                 )
             m_t = m_t.to(a_t.device)
             shapes.append(m_t.shape[:-1])
-        try:
-            batch = torch.broadcast_shapes(*shapes)
+        try:  # equal shapes (the common case) skip broadcast_shapes' Python reference
+            same = all(shape == shapes[0] for shape in shapes)
+            batch = shapes[0] if same else torch.broadcast_shapes(*shapes)
         except RuntimeError:
             raise ValueError(
                 "the batch shapes of a, C"
