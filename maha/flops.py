@@ -30,7 +30,12 @@ MAHA layer:
                                                          elementwise, 2 * sum_l 2 B n_l d r
                                                          for the conv, reported as ``elementwise``)
     F_core   = sum_l  4 B n_l^2 d                       (global scale l)
-                      4 B ceil(n_l / w) w S d           (windowed scale l; S = 2w causal, 3w not)
+                      4 B E_l d                         (windowed scale l)
+
+with ``E_l`` the score entries of the blocked kernel (:func:`maha.blocked.score_entries`):
+``w S`` for each interior block of ``w`` queries (``S = 2w`` keys causal, ``3w`` not) and,
+for the first and last blocks, their queries times the keys that exist, so
+``E_l <= ceil(n_l / w) w S`` (the first block has no previous block's keys).
     F_gate   = 4 B n (L-1) d d_h                        (cross-scale gate, if enabled)
     F_gram   = 2 B n L^2 d                              (Gram matrices, game and convex
                                                          strategies; 0 if L = 1)
@@ -60,7 +65,6 @@ right-hand sides and a feasibility check, ``<= L^3 + 6 L^2`` FLOPs:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -69,6 +73,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aggregation.validation import check_int, describe
 
+from .blocked import score_entries
 from .config import validate_layer_args
 from .scales import scale_lengths
 
@@ -177,8 +182,7 @@ def maha_flops(
     core = 0
     for l, n_l in enumerate(lengths):
         if window is not None and _is_windowed(l, n_l, L, window, global_coarsest):
-            span = 2 * window if causal else 3 * window
-            core += 4 * B * math.ceil(n_l / window) * window * span * d
+            core += 4 * B * score_entries(n_l, window, causal=causal) * d
         else:
             core += 4 * B * n_l * n_l * d
     fusion = 2 * B * n * L * d if L > 1 else 0  # one scale: nothing to fuse

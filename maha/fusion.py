@@ -63,7 +63,7 @@ import aggregation
 from aggregation.scale.small_batch import scale_game_small_batch
 from aggregation.validation import all_finite, compute_dtype, describe
 
-from .attention import _no_autocast
+from .blocked import no_autocast
 from .config import MAHAConfig, check_config, validate_layer_args
 from .fusion_ops import ScaleRows, game_features, mix, stack_scales
 
@@ -457,7 +457,7 @@ class ScaleFusion(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor | None]]:
         """Build and solve the games; returns weights ``(B, n, H, L)`` and diagnostics."""
         dtype = compute_dtype(rows.dtype)
-        with _no_autocast(rows.device):
+        with no_autocast(rows.device):
             a, C = self.game_inputs(rows.to(dtype))
             # Positions where no scale is present (fully padded rows): solve a dummy
             # full game there and zero its weights, so the solvers never see L = 0.

@@ -31,7 +31,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_BASE", "apply_rotary", "rotary_angles", "rotate_queries_keys"]
+__all__ = [
+    "DEFAULT_BASE",
+    "apply_rotary",
+    "rotary_angles",
+    "rotate_packed",
+    "rotate_queries_keys",
+]
 
 #: The base of the frequencies ``theta_i = base^(-2 i / d_h)`` (RoFormer's 10,000).
 DEFAULT_BASE = 10000.0
@@ -119,3 +125,36 @@ def rotate_queries_keys(
     """
     cos, sin = _angles_for(q, start, base)  # (n, d_h/2) each
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def rotate_packed(
+    qk: Tensor, heads: int, start: int | Tensor = 0, *, base: float = DEFAULT_BASE
+) -> Tensor:
+    """:func:`rotate_queries_keys` of packed queries and keys, in their packed layout.
+
+    Args:
+        qk: ``(B, n, 2 H d_h)``, ``[Q | K]`` with head ``h`` in the ``d_h`` columns from
+            ``h d_h`` of each half (:meth:`maha.MultiscaleAttention.project_packed`).
+        heads: H.
+        start: the position of the first row.
+        base: the frequency base.
+
+    Returns:
+        ``(B, n, 2 H d_h)``: every head of ``Q`` and ``K`` rotated by its row's position
+        (the same operations as :func:`rotate_queries_keys`, so the same values).
+    """
+    batch, n, width = qk.shape
+    if width % (2 * heads):
+        raise ValueError(
+            f"qk must have a last dimension 2 * heads * d_h with heads={heads}; "
+            f"received shape {tuple(qk.shape)}"
+        )
+    head_dim = width // (2 * heads)
+    if head_dim % 2:
+        raise ValueError(
+            f"qk must have an even head width d_h for rotary embeddings; received d_h={head_dim} "
+            f"(shape {tuple(qk.shape)}, heads={heads})"
+        )
+    cos, sin = rotary_angles(start, n, head_dim, dtype=qk.dtype, device=qk.device, base=base)
+    t = qk.view(batch, n, 2, heads, head_dim)  # rows stay rows: the angles broadcast per row
+    return _rotate(t, cos[:, None, None], sin[:, None, None]).view(batch, n, width)

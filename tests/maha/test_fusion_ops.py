@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import maha.fusion_ops as fops
-from maha.attention import _window_bias, local_attention
+from maha.attention import local_attention
+from maha.blocked import window_bias as _window_bias
 from maha.fusion_ops import game_features, mix, scale_rows, stack_scales
 from maha.scales import scale_lengths, upsample
 
@@ -157,7 +158,7 @@ def test_small_stack_is_read_directly_and_equals_the_chunked_kernels(monkeypatch
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_local_attention_one_chunk_equals_many(causal, padded, monkeypatch):
-    import maha.attention as attention
+    import maha.blocked as blocked
 
     gen = torch.Generator().manual_seed(11)
     q, k, v = (
@@ -168,7 +169,7 @@ def test_local_attention_one_chunk_equals_many(causal, padded, monkeypatch):
     cot = torch.randn(2, 3, 53, 4, dtype=torch.float64, generator=gen)
     results = []
     for chunk in (1, 1 << 18):  # one query block per chunk, then all blocks in one
-        monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(blocked, "CHUNK_ELEMENTS", chunk)
         out, _ = local_attention(q, k, v, 5, causal=causal, valid=valid)
         results.append((out, *torch.autograd.grad(out, (q, k, v), cot)))
     for a, b in zip(*results):

@@ -1,6 +1,6 @@
 """What the layer's autograd functions keep for backward, and that recomputing the rest is exact.
 
-- ``maha.attention._BlockedAttention`` saves no attention probabilities: it
+- ``maha.blocked._BlockedAttention`` saves no attention probabilities: it
   recomputes them chunk by chunk in backward. Its values and gradients equal plain
   autograd through ``softmax(Q K_S^T / sqrt(d_h) + bias) V_S`` built densely
   (float64), it passes ``gradcheck``, masked keys get exactly zero gradient, and
@@ -20,10 +20,10 @@ import weakref
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-import maha.attention as attention
-from maha.attention import _BlockedAttention, _window_bias
+import maha.blocked as blocked
+from maha.blocked import _BlockedAttention, _Geometry
+from maha.blocked import window_bias as _window_bias
 from maha.decomposition import HierarchicalDecomposition, _DepthwiseChain, downsample_valid
 from maha.fusion_ops import game_features, mix, scale_rows
 
@@ -62,11 +62,22 @@ def _blocked_inputs(nb, w, causal, *, seed, extra_mask=True, batch=2, heads=2, d
     return q, k, v, bias.unsqueeze(1)  # bias: (B, 1, nb, w, S)
 
 
+def _pack(q, k, v):
+    """``q, k, v`` ``(B, H, nb, w, d_h)`` as the packed ``[Q | K]`` ``(B, n, 2 H d_h)`` and
+    ``V`` ``(B, n, H d_h)`` that :class:`_BlockedAttention` reads (``n = nb w``)."""
+    batch, heads, nb, w, dh = q.shape
+    rows = [t.flatten(2, 3).transpose(1, 2) for t in (q, k, v)]  # (B, n, H, d_h)
+    qk = torch.stack(rows[:2], dim=2).reshape(batch, nb * w, 2 * heads * dh)
+    return qk, rows[2].reshape(batch, nb * w, heads * dh)
+
+
 def _blocked(q, k, v, bias, offsets):
-    """``_BlockedAttention`` on unpadded key/value blocks ``(B, H, nb, w, d)``, padded as
-    ``local_attention`` pads them: ``-offsets[0]`` zero blocks before, ``offsets[-1]`` after."""
-    pad = (0, 0, 0, 0, -offsets[0], offsets[-1])
-    return _BlockedAttention.apply(q, F.pad(k, pad), F.pad(v, pad), bias, offsets)
+    """``_BlockedAttention`` on the blocks ``(B, H, nb, w, d_h)`` (packed as the layer packs
+    them), its output as blocks again."""
+    batch, heads, nb, w, dh = q.shape
+    qk, v_rows = _pack(q, k, v)
+    out = _BlockedAttention.apply(qk, v_rows, bias, heads, w, len(offsets))  # (B, H, n, d_h)
+    return out.unflatten(2, (nb, w))
 
 
 def _dense_reference(q, k, v, bias, offsets):
@@ -89,7 +100,7 @@ def _dense_reference(q, k, v, bias, offsets):
 @pytest.mark.parametrize("chunk", [1, 1 << 18])
 def test_blocked_attention_equals_dense_autograd_reference(causal, chunk, monkeypatch):
     """Values and gradients of the recomputing backward equal plain autograd (float64)."""
-    monkeypatch.setattr(attention, "_CHUNK_ELEMENTS", chunk)  # 1: one block per chunk
+    monkeypatch.setattr(blocked, "CHUNK_ELEMENTS", chunk)  # 1: one block per chunk
     offsets = (-1, 0) if causal else (-1, 0, 1)
     q, k, v, bias = _blocked_inputs(5, 4, causal, seed=3)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -135,18 +146,19 @@ def test_masked_keys_get_exactly_zero_gradient(causal):
 
 
 def test_blocked_attention_saves_no_probabilities():
-    """Only q, the padded k, v, the output and a bool mask are saved: nothing of scores' size."""
+    """Only the packed ``[Q | K]``, ``V`` (the caller's own tensors: no copy), the output and
+    a bool mask are saved: nothing of the scores' size."""
     q, k, v, bias = _blocked_inputs(6, 4, True, seed=1)
-    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    qk, v_rows = (t.requires_grad_() for t in _pack(q, k, v))
     span = bias.shape[-1]
-    out, saved = _saved(lambda: _blocked(q, k, v, bias, (-1, 0)))
+    out, saved = _saved(lambda: _BlockedAttention.apply(qk, v_rows, bias, 2, 4, 2))
     assert not [t for t in saved if t.is_floating_point() and t.shape[-1] == span]
-    nb = q.shape[2]  # q, out, and k, v padded with one zero block each (causal)
+    assert {t.data_ptr() for t in saved} >= {qk.data_ptr(), v_rows.data_ptr()}
     assert sum(t.numel() * t.element_size() for t in saved) <= (
-        (4 + 2 / nb) * q.numel() * q.element_size() + bias.numel()
+        4 * q.numel() * q.element_size() + bias.numel()
     )
     out.sum().backward()  # the recomputation runs from what was saved
-    assert q.grad is not None and torch.isfinite(q.grad).all()
+    assert qk.grad is not None and torch.isfinite(qk.grad).all()
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -226,25 +238,25 @@ def test_blockwise_bias_equals_the_full_bias(causal, n):
     nb = -(-n // w)
     span = len(offsets) * w
     full = _window_bias(nb, w, span, n, causal, "cpu", torch.float64)
-    blockwise = attention._BlockBias.build(nb, w, span, n, causal, "cpu", torch.float64)
+    blockwise = blocked.BlockBias.build(nb, w, span, n, causal, "cpu", torch.float64)
+    geometry = _Geometry(n, w, len(offsets))
     for rows in (1, 2, 5):  # the shared rows with their edge slots filled: the full bias
-        chunks = list(_BlockedAttention._chunks(1, 1, nb, rows))
-        parts = [
-            blockwise.fill_(attention._bias_rows(blockwise, 0, lo, hi).clone(), lo, hi)
-            for _, _, lo, hi in chunks
-        ]
-        assert torch.equal(torch.cat(parts), full)
+        ranges = geometry.chunks(rows) + [(i, i + 1) for i in geometry.edges()]
+        assembled = torch.empty_like(full)
+        for lo, hi in ranges:
+            assembled[lo:hi] = blockwise.fill_(blockwise.rows(lo, hi).clone(), lo, hi)
+        assert sorted(i for lo, hi in ranges for i in range(lo, hi)) == list(range(nb))
+        assert torch.equal(assembled, full)
     gen = torch.Generator().manual_seed(n)
-    q, k, v = (
-        torch.randn(2, 3, nb, w, dh, dtype=torch.float64, generator=gen).requires_grad_()
-        for _ in range(3)
-    )
-    out, saved = _saved(lambda: _blocked(q, k, v, blockwise, offsets))
+    qk = torch.randn(2, n, 2 * 3 * dh, dtype=torch.float64, generator=gen).requires_grad_()
+    v = torch.randn(2, n, 3 * dh, dtype=torch.float64, generator=gen).requires_grad_()
+    groups = len(offsets)
+    out, saved = _saved(lambda: _BlockedAttention.apply(qk, v, blockwise, 3, w, groups))
     assert not [t for t in saved if t.shape[-1] == span]
-    ref = _blocked(q, k, v, full, offsets)
+    ref = _BlockedAttention.apply(qk, v, full, 3, w, groups)
     assert torch.equal(out, ref)
     cot = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (q, k, v), cot)
-    theirs = torch.autograd.grad(ref, (q, k, v), cot)
-    for a, b in zip(ours, theirs):  # chunks cut elsewhere: the folds add in another order
+    ours = torch.autograd.grad(out, (qk, v), cot)
+    theirs = torch.autograd.grad(ref, (qk, v), cot)
+    for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
