@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from aggregation.validation import check_choice, describe
 
+from . import fused_cpu
 from .config import DECOMPOSITIONS, validate_layer_args
 from .scales import scale_lengths
 
@@ -132,6 +133,12 @@ class _DepthwiseChain(torch.autograd.Function):
     The intermediate scales are thus not kept alive by the decomposition until
     the end of the backward pass (their other consumers, the projections and
     attention, free them as soon as their own backward has run).
+
+    On the CPU with numba (the ``fast`` extra) forward and backward run as loop nests of
+    :mod:`maha.fused_cpu` (``chain_forward``, ``chain_backward``: the same formulas, one
+    pass over each level's rows instead of a PyTorch op per tap and reduction; equal to
+    these loops to rounding, ``tests/maha/test_fused_cpu.py``); a double backward, a
+    traced graph and other devices use the loops here.
     """
 
     @staticmethod
@@ -146,10 +153,20 @@ class _DepthwiseChain(torch.autograd.Function):
         return outs
 
     @staticmethod
+    def _kernels(x0: Tensor, weight: Tensor, bias: Tensor | None, masks) -> bool:
+        """Whether the numba kernels of :mod:`maha.fused_cpu` run the chain (CPU, float32 /
+        float64, numba installed and switched on, not traced)."""
+        tensors = [x0, weight, *masks] + ([] if bias is None else [bias])
+        return fused_cpu.applies(weight.shape[0] + 1, *tensors)
+
+    @staticmethod
     def forward(ctx, ratio: int, x0: Tensor, weight: Tensor, bias: Tensor | None, *masks: Tensor):
         # x0: (B, n, d); weight: (L-1, r, d); bias: (L-1, d) or None;
         # masks: none, or L-1 tensors (B, n_l, 1) of 0 / 1 in x0's dtype
-        outs = _DepthwiseChain._levels(x0, ratio, weight, bias, masks, weight.shape[0])
+        if _DepthwiseChain._kernels(x0, weight, bias, masks):
+            outs = fused_cpu.chain_forward(x0, weight, bias, masks, ratio)  # one pass per level
+        else:
+            outs = _DepthwiseChain._levels(x0, ratio, weight, bias, masks, weight.shape[0])
         ctx.save_for_backward(x0, weight, bias, *masks)
         ctx.ratio = ratio
         return tuple(outs)
@@ -158,6 +175,18 @@ class _DepthwiseChain(torch.autograd.Function):
     def backward(ctx, *grads: Tensor):
         x0, weight, bias, *masks = ctx.saved_tensors
         ratio, levels = ctx.ratio, weight.shape[0]
+        if not torch.is_grad_enabled() and _DepthwiseChain._kernels(x0, weight, bias, masks):
+            # the same adjoint in one numba pass per level (not for a double backward)
+            grad_x, grad_weight, grad_bias = fused_cpu.chain_backward(
+                x0, weight, bias, masks, ratio, [g.to(x0.dtype) for g in grads]
+            )
+            return (
+                None,
+                grad_x if ctx.needs_input_grad[1] else None,
+                grad_weight if ctx.needs_input_grad[2] else None,
+                grad_bias if bias is not None and ctx.needs_input_grad[3] else None,
+                *([None] * len(masks)),
+            )
         with torch.no_grad():  # X_0 .. X_{L-2}, recomputed
             inputs = [x0, *_DepthwiseChain._levels(x0, ratio, weight, bias, masks, levels - 1)]
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[2] else None

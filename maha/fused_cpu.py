@@ -1,4 +1,9 @@
-"""Fused CPU kernels of the fusion step, compiled by numba (optional: ``pip install .[fast]``).
+"""Fused CPU kernels of the layer, compiled by numba (optional: ``pip install .[fast]``).
+
+Two families: the fusion step's Gram matrices and mix (below), and the decomposition
+chain's levels and their adjoint (``chain_forward``, ``chain_backward``: the formulas of
+:class:`maha.decomposition._DepthwiseChain`, each level one parallel pass over its rows,
+where PyTorch runs an op per tap and chunked reductions for the weight gradients).
 
 The Gram matrices and the mix of the scale outputs (:mod:`maha.fusion_ops`) are short
 products over ``d_h`` at every position, head and pair of scales: in PyTorch every pass
@@ -65,9 +70,12 @@ from torch import Tensor
 from aggregation.accel import KernelSwitch, numba, numba_threads  # numba: None if absent
 
 __all__ = [
+    "CHAIN_ROWS",
     "MAX_SCALES",
     "applies",
     "available",
+    "chain_backward",
+    "chain_forward",
     "gram_backward",
     "gram_forward",
     "head_major",
@@ -307,6 +315,67 @@ if numba is not None:
             if write:
                 _zero_unread(grads, L, b, h, phase, row, zero)
 
+    @_jit
+    def _chain_forward(
+        x, weight, bias, has_bias, masks, has_masks, ratio, chunk, outs
+    ):  # pragma: no cover - compiled
+        B, n, d = x.shape
+        for level in range(weight.shape[0]):  # level by level; rows in parallel
+            rows = n if level == 0 else outs[level - 1].shape[1]
+            m = outs[level].shape[1]
+            tasks = -(-m // chunk)
+            w0 = weight[level, 0]
+            for task in numba.prange(B * tasks):
+                b, j0 = task // tasks, (task % tasks) * chunk
+                src = x[b] if level == 0 else outs[level - 1][b]  # (n_l, d)
+                dst = outs[level][b]  # (n_{l+1}, d)
+                for j in range(j0, min(m, j0 + chunk)):  # bias + w_0 x_0 + w_1 x_1 + ...
+                    first = j * ratio
+                    for c in range(d):
+                        dst[j, c] = w0[c] * src[first, c]
+                    if has_bias:
+                        for c in range(d):
+                            dst[j, c] = bias[level, c] + dst[j, c]
+                    for k in range(1, ratio):
+                        if first + k < rows:  # the zero-padded tail adds nothing
+                            for c in range(d):
+                                dst[j, c] += weight[level, k, c] * src[first + k, c]
+                    if has_masks:
+                        mj = masks[level][b, j]
+                        for c in range(d):
+                            dst[j, c] *= mj
+
+    @_jit
+    def _chain_backward(
+        x, weight, masks, has_masks, ratio, chunk, levels_in, grads, spread, grad_w, grad_b, one
+    ):  # pragma: no cover - compiled
+        B, n, d = x.shape
+        levels = weight.shape[0]
+        for level in range(levels - 1, -1, -1):  # the adjoint, coarsest level first
+            cur = grads[levels - 1] if level == levels - 1 else spread[level + 1]
+            rows = n if level == 0 else levels_in[level - 1].shape[1]
+            m = cur.shape[1]
+            tasks = -(-m // chunk)
+            for task in numba.prange(B * tasks):
+                b, j0 = task // tasks, (task % tasks) * chunk
+                src = x[b] if level == 0 else levels_in[level - 1][b]  # X_level
+                gw, gb = grad_w[level, task], grad_b[level, task]  # (r, d), (d,)
+                out = spread[level][b]  # dX_level (n_l, d)
+                own = grads[level - 1][b] if level > 0 else out
+                for j in range(j0, min(m, j0 + chunk)):
+                    mj = masks[level][b, j] if has_masks else one
+                    first = j * ratio
+                    for c in range(d):
+                        gb[c] += cur[b, j, c] * mj
+                    for k in range(ratio):
+                        row = first + k
+                        if row < rows:
+                            for c in range(d):
+                                g = cur[b, j, c] * mj
+                                gw[k, c] += g * src[row, c]
+                                spread_c = g * weight[level, k, c]
+                                out[row, c] = spread_c if level == 0 else own[row, c] + spread_c
+
 
 def _padded(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     filler = np.empty((0, 0, 0, 0), dtype=arrays[0].dtype)
@@ -448,3 +517,99 @@ def mix_backward(
     if not write_grads:
         return grad_w, None
     return grad_w, [torch.from_numpy(g).permute(0, 2, 1, 3) for g in grads]
+
+
+#: Output rows per task of the decomposition kernels (tasks run in parallel over the batch
+#: rows and these chunks, level by level).
+CHAIN_ROWS = 64
+
+
+def _chain_arrays(tensors: Sequence[Tensor], dims: int, like: Tensor) -> tuple[np.ndarray, ...]:
+    """``tensors`` as contiguous numpy arrays, padded to :data:`MAX_SCALES` with empty ones
+    of ``like``'s dtype."""
+    arrays = [t.detach().contiguous().numpy() for t in tensors]
+    filler = np.empty((0,) * dims, dtype=_NUMPY[like.dtype])
+    return (*arrays, *([filler] * (MAX_SCALES - len(arrays))))
+
+
+def chain_forward(
+    x: Tensor, weight: Tensor, bias: Tensor | None, masks: Sequence[Tensor], ratio: int
+) -> list[Tensor]:
+    """The levels ``X_1 .. X_{L-1}`` of the depthwise decomposition chain, ``(B, n_l, d)``.
+
+    ``X_{l+1}[j] = m_{l+1}[j] (b_l + sum_k w_l[k] X_l[j r + k])`` per channel (rows past the
+    end of ``X_l`` count as zero), accumulated in the order of
+    :func:`maha.decomposition._depthwise`. ``x`` ``(B, n, d)``, ``weight`` ``(L-1, r, d)``,
+    ``bias`` ``(L-1, d)`` or None, ``masks``: none, or ``L-1`` tensors ``(B, n_l, 1)``.
+    """
+    batch, n, d = x.shape
+    lengths = [n]
+    for _ in range(weight.shape[0]):
+        lengths.append(-(-lengths[-1] // ratio))
+    outs = [torch.empty(batch, m, d, dtype=x.dtype) for m in lengths[1:]]
+    if not outs:
+        return outs
+    x_np = x.detach().contiguous().numpy()
+    w_np = weight.detach().contiguous().numpy()
+    b_np = w_np[:, 0] if bias is None else bias.detach().contiguous().numpy()
+    with numba_threads():
+        _chain_forward(
+            x_np,
+            w_np,
+            b_np,
+            bias is not None,
+            _chain_arrays([m.squeeze(-1) for m in masks], 2, x),
+            bool(masks),
+            ratio,
+            CHAIN_ROWS,
+            _chain_arrays(outs, 3, x),
+        )
+    return outs
+
+
+def chain_backward(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    masks: Sequence[Tensor],
+    ratio: int,
+    grads: Sequence[Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dX_0, dw, db)`` of :func:`chain_forward` for the cotangents ``grads`` of
+    ``X_1 .. X_{L-1}``: ``(B, n, d)``, ``(L-1, r, d)``, ``(L-1, d)``.
+
+    The chain's adjoint from the coarsest level down, with the levels recomputed from
+    ``x``: ``g_l = m_{l+1} dX_{l+1}``, ``dw_l[k] = sum_j g_l[j] X_l[j r + k]``,
+    ``db_l = sum_j g_l[j]``, ``dX_l = dX_l^{ext} + crop(w_l g_l)`` (the formulas of
+    :class:`maha.decomposition._DepthwiseChain`), one task per batch row and channel block,
+    whose weight and bias sums are added over the batch after.
+    """
+    batch, n, d = x.shape
+    levels = weight.shape[0]
+    inner = chain_forward(x, weight[:-1], None if bias is None else bias[:-1], masks[:-1], ratio)
+    lengths = [n, *(t.shape[1] for t in inner)]  # n_0 .. n_{L-2}
+    grad_x = torch.empty_like(x)
+    # dX_0 .. dX_{L-2}: each level's full gradient, written by the level above it
+    spread = [grad_x, *(torch.empty(batch, m, d, dtype=x.dtype) for m in lengths[1:])]
+    tasks = batch * -(-max(t.shape[1] for t in grads) // CHAIN_ROWS)
+    dtype = _NUMPY[x.dtype]
+    grad_w = np.zeros((levels, tasks, ratio, d), dtype=dtype)  # per task, summed after
+    grad_b = np.zeros((levels, tasks, d), dtype=dtype)
+    with numba_threads():
+        _chain_backward(
+            x.detach().contiguous().numpy(),
+            weight.detach().contiguous().numpy(),
+            _chain_arrays([m.squeeze(-1) for m in masks], 2, x),
+            bool(masks),
+            ratio,
+            CHAIN_ROWS,
+            _chain_arrays(inner, 3, x),
+            _chain_arrays(grads, 3, x),
+            _chain_arrays(spread, 3, x),
+            grad_w,
+            grad_b,
+            dtype(1),
+        )
+    dw = torch.from_numpy(grad_w).sum(1)  # (L-1, r, d)
+    db = torch.from_numpy(grad_b).sum(1)  # (L-1, d)
+    return grad_x, dw, db

@@ -1,4 +1,4 @@
-"""The numba kernels of the fusion (``maha.fused_cpu``) against the PyTorch loops.
+"""The numba kernels of the layer (``maha.fused_cpu``) against the PyTorch loops.
 
 Both paths of ``maha.fusion_ops`` compute the same scores, Gram matrices, mix and
 gradients (of the scale outputs, the mixing weights and the utility directions ``u``):
@@ -6,6 +6,12 @@ values and gradients agree (float64 to rounding, float32 within 1e-5) on every g
 (lengths that are not multiples of the block size, one to four scales, ratios 2 and 3,
 causal or not, several batch rows and heads), the kernels are actually taken where they
 apply, and a double backward (which they do not provide) falls back to the loops.
+
+The decomposition chain's kernels (``chain_forward``, ``chain_backward``) equal
+``maha.decomposition._DepthwiseChain``'s PyTorch loops likewise (levels, and the gradients
+of the input, weights and biases), with and without bias and padding masks, for 2 to 5
+scales, ratios 2 and 3 and lengths that leave partial blocks; the decomposition takes them
+where they apply and falls back to the loops in a double backward.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from hypothesis import strategies as st
 
 import maha
 from maha import fused_cpu
+from maha.decomposition import HierarchicalDecomposition
 from maha.fusion_ops import game_features, mix, scale_rows
 
 pytest.importorskip("numba")
@@ -216,3 +223,64 @@ layer(torch.randn(1, 40, 16, requires_grad=True)).sum().backward()  # numba star
 def test_the_kernels_leave_torch_thread_count_as_it_was(threads, torch_threads_after):
     """In a fresh process: numba's OpenMP layer resets the count when it starts."""
     assert torch_threads_after(_THREADS_CODE, threads) == threads
+
+
+def _chain(dec, x, valid, fused, create_graph=False):
+    """The levels of ``dec`` and the gradients of a fixed random loss (inputs, weights, bias)."""
+    with fused_cpu.use_fused_cpu(fused):
+        levels = dec(x, valid)[1:]
+        gen = torch.Generator().manual_seed(3)
+        loss = sum((t * torch.randn(t.shape, dtype=t.dtype, generator=gen)).sum() for t in levels)
+        params = [x, *dec.parameters()]
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+    return [*levels, *grads]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 70),
+    L=st.integers(2, 5),
+    r=st.sampled_from([2, 3]),
+    bias=st.booleans(),
+    padded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_chain_kernels_equal_the_pytorch_loops(n, L, r, bias, padded, seed):
+    gen = torch.Generator().manual_seed(seed)
+    dec = HierarchicalDecomposition(7, L, r, "conv", bias=bias).double()
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.copy_(torch.randn(p.shape, dtype=torch.float64, generator=gen))
+    x = torch.randn(2, n, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    valid = torch.rand(2, n, generator=gen) > 0.3 if padded else None
+    ref = _chain(dec, x, valid, False)
+    got = _chain(dec, x, valid, True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_chain_kernels_float32_and_taken(monkeypatch):
+    dec = HierarchicalDecomposition(64, 4, 2, "conv")
+    x = torch.randn(3, 301, 64, requires_grad=True)
+    valid = torch.rand(3, 301, generator=torch.Generator().manual_seed(0)) > 0.2
+    ref = _chain(dec, x, valid, False)
+    calls = []
+    for name in ("chain_forward", "chain_backward"):
+        original = getattr(fused_cpu, name)
+        monkeypatch.setattr(
+            fused_cpu, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k)
+        )
+    got = _chain(dec, x, valid, True)
+    assert calls[:2] == ["chain_forward", "chain_backward"]  # (backward recomputes the levels)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chain_double_backward_falls_back_to_the_loops():
+    dec = HierarchicalDecomposition(5, 3, 2, "conv").double()
+    x = torch.randn(1, 13, 5, dtype=torch.float64, requires_grad=True)
+    ref = _chain(dec, x, None, False, create_graph=True)
+    got = _chain(dec, x, None, True, create_graph=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert got[2].requires_grad  # the gradient of x has a graph: the loops' backward ran
