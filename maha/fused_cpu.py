@@ -588,7 +588,7 @@ def chain_backward(
     levels = weight.shape[0]
     inner = chain_forward(x, weight[:-1], None if bias is None else bias[:-1], masks[:-1], ratio)
     lengths = [n, *(t.shape[1] for t in inner)]  # n_0 .. n_{L-2}
-    grad_x = torch.empty_like(x)
+    grad_x = torch.empty(x.shape, dtype=x.dtype)  # contiguous: the kernel writes it
     # dX_0 .. dX_{L-2}: each level's full gradient, written by the level above it
     spread = [grad_x, *(torch.empty(batch, m, d, dtype=x.dtype) for m in lengths[1:])]
     tasks = batch * -(-max(t.shape[1] for t in grads) // CHAIN_ROWS)

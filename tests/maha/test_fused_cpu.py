@@ -284,3 +284,13 @@ def test_chain_double_backward_falls_back_to_the_loops():
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert got[2].requires_grad  # the gradient of x has a graph: the loops' backward ran
+
+
+def test_chain_kernels_take_a_strided_input():
+    """A sequence-first input seen batch-first (a transposed view): the kernels read it
+    through a contiguous copy and write a gradient of its shape, equal to the loops'."""
+    dec = HierarchicalDecomposition(6, 3, 2, "conv").double()
+    x = torch.randn(17, 2, 6, dtype=torch.float64).transpose(0, 1).requires_grad_()
+    assert not x.is_contiguous()
+    for a, b in zip(_chain(dec, x, None, True), _chain(dec, x, None, False)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
