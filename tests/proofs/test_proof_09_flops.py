@@ -15,19 +15,38 @@ from maha.flops import maha_flops as maha_flops_lib
 from maha.flops import standard_attention_flops
 
 
-def maha_flops(N, d, L, r, w, *, causal=False, game=False, dense=False, wrong=False):
-    """(core, total) FLOPs of statement 9 (ii); ``wrong`` counts w keys per local query."""
+def local_entries(m, w, c):
+    """``E_l`` of statement 9 (ii): block ``i``'s queries times the keys of its ``c``
+    neighbouring blocks that exist. The blocks ``1 .. m // w - c + 1`` all have ``q_i = w``
+    and ``k_i = c w`` (summed at once, so that lengths of 10^9 stay cheap); the others
+    term by term."""
+
+    def term(i):
+        return min(w, m - i * w) * (min(m, (i + c - 1) * w) - max(0, (i - 1) * w))
+
+    whole = range(1, max(1, m // w - c + 2))
+    rest = [0, *range(whole.stop, math.ceil(m / w))]  # the first block and the last ones
+    return len(whole) * w * c * w + sum(term(i) for i in rest)
+
+
+def maha_flops(N, d, L, r, w, *, causal=False, game=False, dense=False, wrong=None):
+    """(core, total) FLOPs of statement 9 (ii). ``wrong="window"`` counts w keys per local
+    query; ``wrong="padded"`` counts whole blocks of w queries against c w keys (a layout
+    that pads the first block's missing keys and the tail)."""
     n = [N]
     for _ in range(L - 1):
         n.append(math.ceil(n[-1] / r))
+    c = 2 if causal else 3
     core = 0
     for l, m in enumerate(n):
         if w is None or m <= w or l == L - 1:
             core += 4 * d * m * m
-        elif wrong:
+        elif wrong == "window":
             core += 4 * d * m * w
+        elif wrong == "padded":
+            core += 4 * d * math.ceil(m / w) * w * c * w
         else:
-            core += 4 * d * math.ceil(m / w) * w * (2 if causal else 3) * w
+            core += 4 * d * local_entries(m, w, c)
     fuse = 2 * N * L * d if L > 1 else 0  # a single scale is not fused
     rest = 4 * N * d * d + 4 * d * d * sum(n) + decomposition_flops(N, d, L, r, dense=dense) + fuse
     if game and L > 1:
@@ -167,8 +186,9 @@ def test_library_formula_matches_statement(N, dH, L, r, w, causal, strategy, dec
 
 
 def test_wrong_formula_is_rejected():
-    # Counting w keys per local query (ignoring the blockwise c*w keys) undercounts,
-    # and the counter catches it; so does forgetting the padded tail block.
+    # Counting w keys per local query (ignoring the blockwise c*w keys) undercounts, and
+    # counting whole padded blocks (the first block's missing keys, the tail) overcounts:
+    # the counter catches both.
     layer = maha.MAHAAttention(32, 4, 3, 2, 16, strategy="mean", device="meta")
     x = torch.empty(1, 250, 32, device="meta")
     unseen = decomposition_flops(250, 32, 3, 2) - 2 * _count(layer.decomposition, x)
@@ -177,9 +197,8 @@ def test_wrong_formula_is_rejected():
     unseen += 2 * 250 * 3 * 32 - _count(layer.fusion, o, present)  # the weighted sum
     counted = _count(layer, x) + unseen
     assert counted == maha_flops(250, 32, 3, 2, 16)[1]
-    assert counted != maha_flops(250, 32, 3, 2, 16, wrong=True)[1]
-    exact_rows = maha_flops(250, 32, 3, 2, 16)[1] - 4 * 32 * (256 - 250) * 3 * 16
-    assert counted != exact_rows
+    assert counted != maha_flops(250, 32, 3, 2, 16, wrong="window")[1]
+    assert counted != maha_flops(250, 32, 3, 2, 16, wrong="padded")[1]
     # window=None (the paper's full attention per scale) costs more than standard attention.
     core, _ = maha_flops(4096, 256, 4, 2, None)
     assert core > std_flops(4096, 256)[0]
