@@ -96,53 +96,38 @@ def window_bias(
     """The additive ``0 / -inf`` window mask of the blocked layout, ``(nb, w, S)``.
 
     Query ``j`` of block ``i`` sits at ``i w + j``, key slot ``m`` of block ``i`` at
-    ``i w - w + m``; the pair is allowed iff ``0 <= rel < w`` (causal) or
-    ``|rel| < w`` with ``rel = j + w - m``, and the slot holds a key (``0 <= k < n``).
-    The rule is :class:`BlockBias`'s, whose pattern and edge slots this writes out in
-    full (for padded batches, which add their own keys, and for a traced graph).
+    ``k = i w - w + m``; the pair is allowed iff ``0 <= rel < w`` (causal) or
+    ``|rel| < w`` with ``rel = j + w - m`` (:class:`BlockBias`'s pattern), and the slot
+    holds a key (``0 <= k < n``). Written out in full for padded batches, which add their
+    own masked keys, and for a traced graph; the eager kernel cuts its edge blocks to the
+    slots that hold a key instead.
     """
-    blocks = BlockBias.build(nb, w, span, n, causal, device, dtype)
-    return blocks.fill_(blocks.rows(0, nb).clone(), 0, nb)  # (nb, w, S)
+    pattern = BlockBias.build(w, span, causal, device, dtype).rows(0, nb)  # (nb, w, S)
+    key = (torch.arange(nb, device=device) * w - w).view(nb, 1) + torch.arange(span, device=device)
+    no_key = (key < 0) | (key >= n)  # (nb, S)
+    return pattern.masked_fill(no_key.unsqueeze(1), -math.inf)
 
 
 @dataclass(frozen=True)
 class BlockBias:
-    """The window bias of :func:`window_bias` without its ``(nb, w, S)`` copy.
-
-    Every block shares one ``(w, S)`` pattern, read as a broadcast view; the *edge*
-    blocks differ from it only by slots that hold no key (the first block's previous
-    block, the last blocks' slots past ``n``), listed in ``fills`` as
-    ``(block, first slot, end slot)`` and set to ``-inf`` in the chunk's scores
-    (:meth:`fill_`), which is what adding their ``-inf`` bias does.
-    """
+    """The window bias shared by every block: one ``(w, S)`` pattern, read as a broadcast
+    view instead of :func:`window_bias`'s ``(nb, w, S)`` copy. It is every interior block's
+    bias; edge blocks differ only in slots that hold no key, which the kernel cuts off."""
 
     pattern: Tensor  # (w, S)
-    fills: tuple[tuple[int, int, int], ...]
 
     def rows(self, start: int, stop: int) -> Tensor:
         """The shared bias of blocks ``start .. stop - 1``, ``(c, w, S)`` (a view)."""
         return self.pattern.expand(stop - start, *self.pattern.shape)
 
-    def fill_(self, scores: Tensor, start: int, stop: int) -> Tensor:
-        """Set the edge slots of blocks ``start .. stop - 1`` to ``-inf`` in ``scores``
-        ``(c, w, S)`` (in place)."""
-        for block, lo, hi in self.fills:
-            if start <= block < stop:
-                scores[block - start, :, lo:hi] = -math.inf
-        return scores
-
     @staticmethod
-    def build(nb: int, w: int, span: int, n: int, causal: bool, device, dtype: torch.dtype):
-        """The bias of ``nb`` blocks of ``w`` queries over ``span`` key slots, ``n`` rows."""
+    def build(w: int, span: int, causal: bool, device, dtype: torch.dtype) -> BlockBias:
+        """The pattern of ``w`` queries over ``span`` key slots (slot ``m`` at ``j + w - m``
+        rows before query ``j``)."""
         rel = torch.arange(w, device=device).view(w, 1) + w - torch.arange(span, device=device)
         allowed = (rel >= 0) & (rel < w) if causal else rel.abs() < w  # (w, S)
         pattern = torch.zeros(w, span, dtype=dtype, device=device)
-        pattern.masked_fill_(~allowed, -math.inf)
-        fills = [(0, 0, w)]  # slot group of block -1: no keys
-        for i in range(max(0, (n + w - span) // w), nb):  # block i's slot m is key i w - w + m
-            if n - i * w + w < span:  # slots at or past n hold no key
-                fills.append((i, max(0, n - i * w + w), span))
-        return BlockBias(pattern, tuple(fills))
+        return BlockBias(pattern.masked_fill_(~allowed, -math.inf))
 
 
 def _bias_rows(bias: Tensor | BlockBias, b: int, start: int, stop: int) -> Tensor:
@@ -524,7 +509,7 @@ def packed_local_attention(
     has_key = None
     bias: Tensor | BlockBias
     if valid is None and not torch.compiler.is_compiling():  # the shared pattern, no copy
-        bias = BlockBias.build(nb, w, span, n, causal, device, dtype)
+        bias = BlockBias.build(w, span, causal, device, dtype)
     else:  # traced as one chunk, or a per-row bias: the full (nb, w, S) bias
         bias = window_bias(nb, w, span, n, causal, device, dtype)
     if valid is not None:  # and the keys that are padding

@@ -232,23 +232,23 @@ def test_fusion_kernels_free_the_scale_outputs_after_backward(kernel):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n", [1, 3, 8, 13, 40])
 def test_blockwise_bias_equals_the_full_bias(causal, n):
-    """The layer's bias (a shared pattern and its edge blocks) is ``_window_bias`` chunk by
-    chunk; with it, values and gradients equal the full-bias path, and no bias of the
-    (nb, w, S) size is saved."""
+    """The layer's bias (one shared pattern) is ``_window_bias`` on every interior block and
+    on the slots of each edge block that hold a key (the rest are ``-inf`` there); with it,
+    values and gradients equal the full-bias path, and no bias of the (nb, w, S) size is
+    saved."""
     offsets = (-1, 0) if causal else (-1, 0, 1)
     w, dh = 4, 3
     nb = -(-n // w)
     span = len(offsets) * w
     full = _window_bias(nb, w, span, n, causal, "cpu", torch.float64)
-    blockwise = blocked.BlockBias.build(nb, w, span, n, causal, "cpu", torch.float64)
+    blockwise = blocked.BlockBias.build(w, span, causal, "cpu", torch.float64)
     geometry = _Geometry(n, w, len(offsets))
-    for rows in (1, 2, 5):  # the shared rows with their edge slots filled: the full bias
-        ranges = geometry.chunks(rows) + [(i, i + 1) for i in geometry.edges()]
-        assembled = torch.empty_like(full)
-        for lo, hi in ranges:
-            assembled[lo:hi] = blockwise.fill_(blockwise.rows(lo, hi).clone(), lo, hi)
-        assert sorted(i for lo, hi in ranges for i in range(lo, hi)) == list(range(nb))
-        assert torch.equal(assembled, full)
+    for lo, hi in geometry.chunks(2):  # interior blocks: exactly the shared pattern
+        assert torch.equal(blockwise.rows(lo, hi), full[lo:hi])
+    for i in geometry.edges():  # edge blocks: the pattern on the slots that hold keys
+        rows, _, first, end = geometry.edge_rows(i)
+        assert torch.equal(blockwise.pattern[:rows, first:end], full[i, :rows, first:end])
+        assert torch.isneginf(full[i, :, :first]).all() and torch.isneginf(full[i, :, end:]).all()
     gen = torch.Generator().manual_seed(n)
     qk = torch.randn(2, n, 2 * 3 * dh, dtype=torch.float64, generator=gen).requires_grad_()
     v = torch.randn(2, n, 3 * dh, dtype=torch.float64, generator=gen).requires_grad_()
