@@ -429,8 +429,11 @@ class ScaleFusion(nn.Module):
         """``sum_l w_l o_l`` with the strategy's weights over the scales ``present``."""
         batch, n, H, L, dh = rows.shape
         dtype = rows.dtype
+        # the masks are per position, the same for every head: computed on (B, n, .) and
+        # expanded over the heads (views), not per game
         mask = present.unsqueeze(2).expand(batch, n, H, L)  # (B, n, H, L)
-        any_present = mask.any(-1, keepdim=True)  # (B, n, H, 1)
+        any_position = present.any(-1, keepdim=True)  # (B, n, 1)
+        any_present = any_position.unsqueeze(2).expand(batch, n, H, 1)  # (B, n, H, 1)
         extra: dict[str, Tensor | None] = {}
         if L == 1:  # one player: every strategy gives it the whole weight
             weights = mask.to(dtype)  # (B, n, H, 1)
@@ -445,7 +448,10 @@ class ScaleFusion(nn.Module):
             logits = logits.masked_fill(~mask, float("-inf")).masked_fill(~any_present, 0.0)
             weights = torch.softmax(logits, dim=-1) * any_present.to(dtype)  # (B, n, H, L)
         else:
-            weights, extra = self._solve(rows, mask, any_present)
+            # positions where no scale is present (fully padded rows): solve a dummy full
+            # game there and zero its weights, so the solvers never see L = 0
+            solve_mask = (present | ~any_position).unsqueeze(2).expand(batch, n, H, L)
+            weights, extra = self._solve(rows, solve_mask, any_present)
         output = mix(rows, weights.to(dtype))  # (B, n, H, d_h)
         diagnostics = FusionDiagnostics(
             strategy=self.strategy, weights=weights, present=present, **extra
@@ -453,15 +459,14 @@ class ScaleFusion(nn.Module):
         return FusionOutput(output=output, diagnostics=diagnostics)
 
     def _solve(
-        self, rows: ScaleRows, mask: Tensor, any_present: Tensor
+        self, rows: ScaleRows, solve_mask: Tensor, any_present: Tensor
     ) -> tuple[Tensor, dict[str, Tensor | None]]:
-        """Build and solve the games; returns weights ``(B, n, H, L)`` and diagnostics."""
+        """Build and solve the games of the players ``solve_mask`` ``(B, n, H, L)``; returns
+        weights ``(B, n, H, L)`` (zero where ``any_present`` ``(B, n, H, 1)`` is False) and
+        diagnostics."""
         dtype = compute_dtype(rows.dtype)
         with no_autocast(rows.device):
             a, C = self.game_inputs(rows.to(dtype))
-            # Positions where no scale is present (fully padded rows): solve a dummy
-            # full game there and zero its weights, so the solvers never see L = 0.
-            solve_mask = mask | ~any_present  # (B, n, H, L)
             _check_finite(a, C)
             options: dict[str, Any] = {"tol": self.solver_tol, "max_iter": self.solver_max_iter}
             enumerate_ = _use_enumeration(self.num_scales, a.device)

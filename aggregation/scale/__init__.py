@@ -11,7 +11,7 @@ from .extragradient import solve_extragradient
 from .fictitious_play import solve_fictitious_play
 from .logit import LogitScaleResult, logit_scale_equilibrium
 from .potential import solve_potential
-from .result import ScaleGameResult
+from .result import ScaleGameResult, profile_weights
 from .small_batch import scale_game_small_batch
 from .solve import METHODS, check_monotone, solve_scale_game
 
@@ -22,6 +22,7 @@ __all__ = [
     "check_monotone",
     "convex_aggregate_enumeration",
     "logit_scale_equilibrium",
+    "profile_weights",
     "scale_game_enumeration",
     "scale_game_small_batch",
     "solve_best_response",

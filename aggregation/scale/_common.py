@@ -26,7 +26,7 @@ from ..tolerance import default_tol
 from ..validation import check_choice, check_int, check_nonnegative, describe
 from .active_set import attach_kkt
 from .game import Certificate, ScaleGame, certify_profile
-from .result import ScaleGameResult
+from .result import ScaleGameResult, profile_weights
 
 __all__ = [
     "Prepared",
@@ -180,23 +180,7 @@ def finish(
         x_out = attach_kkt(x.reshape(*batch, L), a, C, support, converged, method, bordered=False)
     else:
         x_out = x.reshape(*batch, L)
-    zero = torch.zeros((), dtype=x_out.dtype, device=x_out.device)
-    if game.mask is None:
-        total = x_out.sum(-1, keepdim=True)  # (*batch, 1)
-        positive = total > 0
-        safe = torch.where(positive, total, torch.ones_like(total))
-        weights = torch.where(
-            positive, x_out / safe, torch.full((), 1.0 / L, dtype=x_out.dtype, device=x_out.device)
-        )
-    else:
-        present = game.present()
-        total = torch.where(present, x_out, zero).sum(-1, keepdim=True)  # (*batch, 1)
-        positive = total > 0
-        safe = torch.where(positive, total, torch.ones_like(total))
-        count = present.sum(-1, keepdim=True).to(x_out.dtype)
-        uniform = present.to(x_out.dtype) / count
-        weights = torch.where(positive, x_out / safe, uniform)
-        weights = torch.where(present, weights, zero)
+    weights, positive = profile_weights(x_out, None if game.mask is None else game.present())
     x_out = x_out.to(dtype_out)
     weights = weights.to(dtype_out)
     extra = {} if info is None else {k: v.reshape(batch) for k, v in info.items()}

@@ -92,7 +92,7 @@ from ._common import check_options, out_dtype, prepare, wants_grad
 from .active_set import kkt_residual, objective
 from .convex import ConvexAggregateResult
 from .game import ScaleGame, certify_profile, ordered_sum
-from .result import ScaleGameResult
+from .result import ScaleGameResult, profile_weights
 
 __all__ = [
     "MAX_ENUMERATION_PLAYERS",
@@ -254,18 +254,13 @@ def _effective(a: Tensor, C: Tensor, mask: Tensor | None) -> tuple[Tensor, Tenso
 
 
 def _weights(x: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-    """``x / sum x`` over present players, uniform where the total is 0 (as the exact solver).
+    """``x / sum x`` over present players, uniform where the total is 0 (as the exact solver,
+    :func:`aggregation.scale.result.profile_weights`).
 
     Returns the weights ``(*batch, L)`` and ``zero_total (*batch,)``.
     """
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    x = torch.where(present, x, zero)
-    total = ordered_sum(x.unbind(-1)).unsqueeze(-1)  # (*batch, 1)
-    positive = total > 0
-    safe = torch.where(positive, total, torch.ones_like(total))
-    count = present.sum(-1, keepdim=True).clamp_min(1).to(x.dtype)
-    weights = torch.where(positive, x / safe, present.to(x.dtype) / count)
-    return torch.where(present, weights, zero), ~positive.squeeze(-1)
+    weights, positive = profile_weights(x, present)
+    return weights, ~positive.squeeze(-1)
 
 
 def _scale_result(

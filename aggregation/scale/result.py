@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..result import EquilibriumResult
+from ..small_linalg import ordered_sum
 
-__all__ = ["ScaleGameResult"]
+__all__ = ["ScaleGameResult", "profile_weights"]
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -51,3 +53,43 @@ class ScaleGameResult(EquilibriumResult):
         values = super()._index_fields(index)
         values["strategies"] = tuple(values["x"].unbind(-1))
         return values
+
+
+def profile_weights(x: Tensor, present: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The weights of profiles: :attr:`ScaleGameResult.weights`, the same for every solver.
+
+        w_l = x_l / sum_k x_k   (sum over present players; uniform over them where it is 0)
+
+    Args:
+        x: ``(*batch, L)`` profiles, ``x >= 0`` and finite (every solver's returned ``x``).
+        present: ``(*batch, L)`` bool, the present players (absent ones weigh 0), or None
+            (all present); every batch element has one.
+
+    Returns:
+        ``(w, positive)``: ``(*batch, L)`` in ``x``'s dtype and ``(*batch, 1)`` bool,
+        ``sum_l x_l > 0`` (where False the weights are the uniform fallback). Differentiable
+        in ``x``.
+
+    The total adds the players in order (batch-invariant,
+    :func:`aggregation.small_linalg.ordered_sum`), so every solver's weights agree bit for bit
+    on the same profile, whatever batch it comes in.
+
+    Written with 0/1 float masks rather than ``torch.where``: for finite ``x`` the products
+    by 1 and 0 and the sums with 0 are exact, so the values (and the gradients, the
+    cotangent times the same masks) are those of the selection, and every op is a
+    vectorised multiply, where ``where`` on a boolean mask runs element by element on the
+    CPU (measured 5-20x slower on 16K elements, and once more in its backward).
+    """
+    dtype = x.dtype
+    if present is None:
+        uniform = torch.full((), 1.0 / x.shape[-1], dtype=dtype, device=x.device)
+    else:
+        keep = present.to(dtype)  # (*batch, L), 0 / 1
+        x = x * keep
+        uniform = keep / ordered_sum(keep.unbind(-1)).unsqueeze(-1).clamp_min(1)
+    total = ordered_sum(x.unbind(-1)).unsqueeze(-1)  # (*batch, 1), in a fixed order
+    positive = total > 0  # (*batch, 1)
+    on = positive.to(dtype)
+    off = 1 - on
+    safe = total * on + off  # total where positive, else 1 (exact for finite totals)
+    return x / safe * on + uniform * off, positive

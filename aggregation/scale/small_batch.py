@@ -53,7 +53,7 @@ from ..simplex import all_supports
 from ..small_linalg import serial_ops
 from .enumeration import _check_tensors, _dtypes, _effective
 from .game import certify_profile
-from .result import ScaleGameResult
+from .result import ScaleGameResult, profile_weights
 
 __all__ = ["scale_game_small_batch"]
 
@@ -147,10 +147,7 @@ def scale_game_small_batch(
         converged = cert.converged.gather(1, k).squeeze(1)  # (G,)
         x_best = x_best.reshape(*batch, L)
         p = pf.reshape(-1, L).reshape(*batch, L)
-        total = x_best.sum(-1, keepdim=True)  # (*batch, 1); x is 0 off the present players
-        positive = total > 0
-        uniform = p.to(dtype) / p.sum(-1, keepdim=True).clamp_min(1).to(dtype)
-        weights = torch.where(positive, x_best / torch.where(positive, total, 1.0), uniform)
+        weights, positive = profile_weights(x_best, p)  # (*batch, L), (*batch, 1)
     converged = converged.reshape(batch)
     zero_total = ~positive.squeeze(-1)
     x_out = x_best.to(dtype_out)
