@@ -423,7 +423,7 @@ class _Mix(torch.autograd.Function):
         batch, n, heads, L, dh = rows.shape
         if fused_cpu.applies(L, grad, w, *outs) and not torch.is_grad_enabled():
             linked = ctx.link is not None  # the Gram's backward adds w dy to the rows
-            grad = fused_cpu.head_major(grad)  # both kernels read dy head-major: one copy
+            grad = grad.contiguous()  # (B, n, H, d_h), read by both kernels: at most one copy
             grad_w, grads = fused_cpu.mix_backward(
                 outs, w, grad, n, rows.ratio, rows.causal, write_grads=not linked
             )
