@@ -235,7 +235,9 @@ def timings(args: argparse.Namespace, n: int) -> dict[str, float]:
         leaves = [out.detach().requires_grad_() for out in rows.outs]
         o = ScaleRows(leaves, rows.length, rows.ratio, rows.causal)
         out = ours.fusion(o, captured["present"]).output
-        out.backward(torch.ones_like(out))
+        if "grad" not in captured:  # one fixed cotangent, as the layer's `grad`
+            captured["grad"] = torch.randn(out.shape, generator=gen).to(out.device)
+        out.backward(captured["grad"])
 
     def fusion_f():
         with torch.no_grad():

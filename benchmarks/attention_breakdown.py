@@ -7,10 +7,15 @@ its verdicts, all from one run:
   the MAHA layer with the ``"mean"`` fusion (no game) and with the ``"nash"`` fusion:
   ``nash - mean`` is what solving the scale game (utilities, Gram matrices, the exact
   solve, its implicit backward) costs on top of a plain average of the scales;
-* a profile of one ``"nash"`` fwd+bwd (``torch.profiler``, so every figure carries the
-  profiler's overhead; read them as shares): the linear projections (``aten::mm`` and
-  ``aten::addmm``: Q_l, K_l, V and O), the blocked local attention (its autograd function,
-  forward and backward), the coarsest scale's SDPA and the rest;
+* the ``"nash"`` layer's forward + backward split into its stages, each timed on its own
+  (its inputs computed once, fixed random cotangents, repetitions interleaved with the
+  whole layer's): the decomposition of ``x``, the value projection and its decomposition,
+  every scale's query/key projection with its attention (blocked local windows, or SDPA
+  for the coarsest), and the fusion with the output projection; what the stages do not
+  account for (autograd's sums of the gradients that meet, memory no longer in cache) is
+  reported as the rest. No profiler: ``torch.profiler`` inflates small ops and, on the
+  machines we measured, changes the allocator's state (thousands of page faults per step
+  where the unprofiled layer has none);
 * with ``--compile``, the same fwd+bwd times after ``torch.compile`` (inductor; minutes).
 
 Writes ``attention_breakdown.json`` and ``attention_breakdown.md`` to ``benchmarks/results/``.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,9 +39,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import maha
+from maha.attention import global_attention
+from maha.blocked import packed_local_attention
+from maha.fusion_ops import scale_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,6 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.length, args.d_model, args.heads, args.window, args.reps = 256, 32, 2, 16, 2
     return args
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _modules(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
@@ -93,30 +113,68 @@ def timings(jobs: dict, reps: int) -> dict[str, float]:
     return {name: 1e3 * statistics.median(v) for name, v in samples.items()}
 
 
-def breakdown(job) -> dict[str, float]:
-    """Profiled milliseconds of one fwd+bwd by component (see the module docstring)."""
-    job()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        job()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) / 1e3
+def _backward(outs, cotangents) -> None:
+    torch.autograd.backward(list(outs), list(cotangents))
 
-    def self_ms(*names: str) -> float:
-        return sum(e.self_cpu_time_total for e in events if e.key in names) / 1e3
 
-    def total_ms(*names: str) -> float:
-        return sum(e.cpu_time_total for e in events if e.key in names) / 1e3
+def stage_jobs(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor) -> dict:
+    """One fwd+bwd job per stage of ``layer`` on ``x`` (see the module docstring)."""
+    att, gen = layer.attention, torch.Generator().manual_seed(1)
+    with torch.no_grad():  # every stage's inputs, computed once
+        scales = [t.detach() for t in layer.decomposition(x, None)]  # L x (B, n_l, d)
+        values = [t.detach() for t in layer.decomposition(att.value(x), None)]
+        outs = [o.detach() for o, _ in att(scales, values, None, causal=True)]
 
-    parts = {
-        "projections": self_ms("aten::mm", "aten::addmm"),
-        "local attention": total_ms("_BlockedAttention", "_BlockedAttentionBackward"),
-        "coarsest SDPA": self_ms(
-            "aten::_scaled_dot_product_flash_attention_for_cpu",
-            "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-        ),
-    }
-    parts["rest (fusion, decomposition, reshapes)"] = total - sum(parts.values())
-    return {"profiled total": total, **parts}
+    def like(ts):  # fixed cotangents
+        return [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in ts]
+
+    d_scales, d_outs = like(scales), like(outs)
+
+    def chain() -> None:
+        _backward(layer.decomposition(x.detach().requires_grad_(), None), d_scales)
+
+    def value_chain() -> None:
+        xg = x.detach().requires_grad_()
+        _backward(layer.decomposition(att.value(xg), None), d_scales)
+
+    def scale(l: int):
+        def run() -> None:
+            x_l = scales[l].detach().requires_grad_()
+            v_l = values[l].detach().requires_grad_()
+            if att.window is not None and att.is_local(l, x_l.shape[1]):
+                qk = att.project_packed(l, x_l)  # (B, n_l, 2d)
+                out, _ = packed_local_attention(
+                    qk, v_l, att.num_heads, att.window, causal=True, valid=None
+                )
+            else:
+                q, k, v = att.project(l, x_l, v_l)  # (B, H, n_l, d_h) each
+                out, _ = global_attention(q, k, v, causal=True, valid=None)
+            _backward([out.transpose(1, 2)], [d_outs[l]])
+
+        return run
+
+    def fusion() -> None:
+        leaves = [o.detach().requires_grad_() for o in outs]
+        rows, present = scale_rows(leaves, [None] * len(leaves), x.shape[1], layer.ratio,
+                                   causal=True)  # fmt: skip
+        out, _ = layer.fuse(rows, present)  # (B, n, d)
+        out.backward(grad)
+
+    jobs = {"decomposition of x": chain, "value projection + its decomposition": value_chain}
+    for l, out in enumerate(outs):
+        local = att.window is not None and att.is_local(l, out.shape[1])
+        what = "local attention" if local else "SDPA"
+        jobs[f"scale {l} ({out.shape[1]:,} rows): Q/K projection + {what}"] = scale(l)
+    jobs["fusion + output projection"] = fusion
+    return jobs
+
+
+def stages(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor, reps: int) -> dict:
+    """Median fwd+bwd ms of the whole layer and of each stage, and the rest."""
+    jobs = {"layer": _step(layer, x, grad), **stage_jobs(layer, x, grad)}
+    times = timings(jobs, reps)
+    total = times.pop("layer")
+    return {"layer": total, **times, "rest": total - sum(times.values())}
 
 
 def markdown(report: dict) -> str:
@@ -126,7 +184,12 @@ def markdown(report: dict) -> str:
         "",
         f"d={cfg['d_model']}, heads={cfg['heads']}, scales={cfg['scales']}, r={cfg['ratio']}, "
         f"window={cfg['window']}, causal, batch 1, threads={cfg['threads']}. Generated "
-        f"{report['generated']} on {report['machine']}.",
+        f"{report['generated']} on {report['machine']}"
+        + (
+            f", 1-minute load {report['load_average'][0]:.2f} before the run."
+            if report.get("load_average")
+            else "."
+        ),
         "",
         "| module | fwd+bwd (ms) | vs SDPA |",
         "| --- | ---: | ---: |",
@@ -139,15 +202,18 @@ def markdown(report: dict) -> str:
         f"mean of the scales ({100 * (t['maha-nash'] - t['maha-mean']) / t['maha-nash']:.0f}% "
         "of the nash layer).",
         "",
-        "Profile of one maha-nash fwd+bwd (torch.profiler; the overhead inflates every part):",
+        "The maha-nash layer's forward + backward by stage (each timed on its own, no "
+        "profiler; the rest is what the stages do not account for: autograd's sums of the "
+        "gradients that meet, inputs no longer in cache):",
         "",
-        "| component | profiled ms | share |",
+        "| stage | fwd+bwd ms | share of the layer |",
         "| --- | ---: | ---: |",
     ]
-    prof = report["profile_ms"]
-    for name, ms in prof.items():
-        if name != "profiled total":
-            lines.append(f"| {name} | {ms:.1f} | {100 * ms / prof['profiled total']:.0f}% |")
+    st = report["stages_ms"]
+    for name, ms in st.items():
+        if name != "layer":
+            lines.append(f"| {name} | {ms:.1f} | {100 * ms / st['layer']:.0f}% |")
+    lines.append(f"| the layer | {st['layer']:.1f} | 100% |")
     if "compiled_time_ms" in report:
         lines += ["", "torch.compile (inductor):", "", "| module | eager ms | compiled ms |"]
         lines.append("| --- | ---: | ---: |")
@@ -167,8 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
     grad = torch.randn(1, args.length, args.d_model, generator=gen)
     report: dict = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
-        + f", torch {torch.__version__}, python {sys.version.split()[0]}",
+        "machine": f"{platform.machine()} ({_cpu_model()}), torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}",
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "command": "python benchmarks/attention_breakdown.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {
@@ -186,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         jobs = {name: _step(m, x, grad) for name, m in modules.items()}
         report["time_ms"] = timings(jobs, args.reps)
-        report["profile_ms"] = breakdown(jobs["maha-nash"])
+        report["stages_ms"] = stages(modules["maha-nash"], x, grad, args.reps)
         if args.compile:
             start = time.perf_counter()
             compiled = {name: _step(torch.compile(m), x, grad) for name, m in modules.items()}
