@@ -41,8 +41,6 @@ from pathlib import Path
 import torch
 
 import maha
-from maha.attention import global_attention
-from maha.blocked import packed_local_attention
 from maha.fusion_ops import scale_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,15 +139,8 @@ def stage_jobs(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor) -
         def run() -> None:
             x_l = scales[l].detach().requires_grad_()
             v_l = values[l].detach().requires_grad_()
-            if att.window is not None and att.is_local(l, x_l.shape[1]):
-                qk = att.project_packed(l, x_l)  # (B, n_l, 2d)
-                out, _ = packed_local_attention(
-                    qk, v_l, att.num_heads, att.window, causal=True, valid=None
-                )
-            else:
-                q, k, v = att.project(l, x_l, v_l)  # (B, H, n_l, d_h) each
-                out, _ = global_attention(q, k, v, causal=True, valid=None)
-            _backward([out.transpose(1, 2)], [d_outs[l]])
+            out, _ = att.scale_attention(l, x_l, v_l, None, causal=True)  # (B, n_l, H, d_h)
+            _backward([out], [d_outs[l]])
 
         return run
 
@@ -162,7 +153,7 @@ def stage_jobs(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor) -
 
     jobs = {"decomposition of x": chain, "value projection + its decomposition": value_chain}
     for l, out in enumerate(outs):
-        local = att.window is not None and att.is_local(l, out.shape[1])
+        local = att.is_local(l, out.shape[1])
         what = "local attention" if local else "SDPA"
         jobs[f"scale {l} ({out.shape[1]:,} rows): Q/K projection + {what}"] = scale(l)
     jobs["fusion + output projection"] = fusion

@@ -273,19 +273,38 @@ class MultiscaleAttention(nn.Module):
             L pairs ``(O_l, has_key_l)``: ``(B, n_l, H, d_h)`` and ``(B, n_l)`` bool
             (None without ``valid``: every block then has a key).
         """
-        outputs = []
-        for l, (x_l, v_l) in enumerate(zip(scales, values)):
-            valid_l = None if valid is None else valid[l]
-            if self.window is not None and self.is_local(l, x_l.shape[1]):
-                qk = self.project_packed(l, x_l)  # (B, n_l, 2d), read in place
-                out, has_key = packed_local_attention(
-                    qk, v_l, self.num_heads, self.window, causal=causal, valid=valid_l
-                )
-            else:
-                q_l, k_l, v_h = self.project(l, x_l, v_l)  # (B, H, n_l, d_h) each
-                out, has_key = global_attention(q_l, k_l, v_h, causal=causal, valid=valid_l)
-            outputs.append((out.transpose(1, 2), has_key))  # (B, n_l, H, d_h)
-        return outputs
+        return [
+            self.scale_attention(l, x_l, v_l, None if valid is None else valid[l], causal=causal)
+            for l, (x_l, v_l) in enumerate(zip(scales, values))
+        ]
+
+    def scale_attention(
+        self, scale: int, x_l: Tensor, v_l: Tensor, valid_l: Tensor | None, *, causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention output of one scale (one item of :meth:`forward`).
+
+        Windowed scales (:meth:`is_local`) run the blocked kernel on the packed projection
+        (:func:`packed_local_attention`), the others SDPA (:func:`global_attention`).
+
+        Args:
+            scale: l.
+            x_l: ``(B, n_l, d)`` rows of scale l.
+            v_l: ``(B, n_l, d)`` their values.
+            valid_l: optional ``(B, n_l)`` bool, True at real blocks.
+            causal: block ``j`` attends only blocks ``k <= j``.
+
+        Returns:
+            ``(O_l, has_key_l)``: ``(B, n_l, H, d_h)`` and ``(B, n_l)`` bool or None.
+        """
+        if self.is_local(scale, x_l.shape[1]):
+            qk = self.project_packed(scale, x_l)  # (B, n_l, 2d), read in place
+            out, has_key = packed_local_attention(
+                qk, v_l, self.num_heads, self.window, causal=causal, valid=valid_l
+            )
+        else:
+            q_l, k_l, v_h = self.project(scale, x_l, v_l)  # (B, H, n_l, d_h) each
+            out, has_key = global_attention(q_l, k_l, v_h, causal=causal, valid=valid_l)
+        return out.transpose(1, 2), has_key  # (B, n_l, H, d_h)
 
     def extra_repr(self) -> str:
         return (

@@ -253,16 +253,6 @@ def _effective(a: Tensor, C: Tensor, mask: Tensor | None) -> tuple[Tensor, Tenso
     return a, torch.where(both, C, torch.eye(a.shape[-1], dtype=C.dtype, device=C.device))
 
 
-def _weights(x: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-    """``x / sum x`` over present players, uniform where the total is 0 (as the exact solver,
-    :func:`aggregation.scale.result.profile_weights`).
-
-    Returns the weights ``(*batch, L)`` and ``zero_total (*batch,)``.
-    """
-    weights, positive = profile_weights(x, present)
-    return weights, ~positive.squeeze(-1)
-
-
 def _scale_result(
     a_eff: Tensor,
     C_eff: Tensor,
@@ -291,7 +281,8 @@ def _scale_result(
         zero = torch.zeros((), dtype=dtype, device=x.device)
         x = x + torch.where(ok.unsqueeze(-1), xg - xg.detach(), zero)
     present_b = present.expand(*batch, L)
-    weights, zero_total = _weights(x, present_b)
+    weights, positive = profile_weights(x, present_b)  # as every scale-game solver
+    zero_total = ~positive.squeeze(-1)
     K = (1 << L) - 1
     info = {
         "found": found.reshape(batch),
