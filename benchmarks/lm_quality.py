@@ -85,7 +85,8 @@ LONG_SEEDS = (0, 1, 2)
 TABLE_ORDER = ("full", "local", peer.VARIANT, "maha-nash", "maha-convex", "maha-softmax",
                "maha-logit", "maha-nash-learnmu", peer.VARIANT_NO_ROTARY, "full-rope",
                "local-rope", "maha-nash-rope", "maha-softmax-rope", "maha-nash-anchor-rope",
-               "maha-softmax-anchor-rope", "maha-nash-shared-rope")  # fmt: skip
+               "maha-softmax-anchor-rope", "maha-nash-shared-rope",
+               "maha-nash-fine-rope")  # fmt: skip
 GAME_FUSIONS = ("maha-nash", "maha-convex", "maha-fictitious_play", "maha-best_response",
                 "maha-logit", "maha-nash-learnmu")  # fmt: skip
 #: Benchmark variants that are a library variant with config changes (trained explicitly,
@@ -99,6 +100,7 @@ CONFIG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "maha-nash-anchor-rope": ("maha-nash", {"rotary": True, "anchor_fine": True}),
     "maha-softmax-anchor-rope": ("maha-softmax", {"rotary": True, "anchor_fine": True}),
     "maha-nash-shared-rope": ("maha-nash", {"rotary": True, "shared_qk": True}),
+    "maha-nash-fine-rope": ("maha-nash", {"rotary": True, "fine_bias": 4.0}),
 }
 #: Tolerance of the "within" claim between the best game fusion and the softmax fusion.
 WITHIN_BPB = 0.02
@@ -365,7 +367,9 @@ def _cli_args(config: TrainConfig) -> list[str]:
         ["--learn-mu"] if m.learn_mu else []
     ) + (["--rotary"] if m.rotary else []) + (
         ["--anchor-fine"] if m.anchor_fine else []
-    ) + (["--shared-qk"] if m.shared_qk else [])  # fmt: skip
+    ) + (["--shared-qk"] if m.shared_qk else []) + (
+        ["--fine-bias", str(m.fine_bias)] if m.fine_bias else []
+    )  # fmt: skip
 
 
 def train_run(
@@ -657,6 +661,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
      "maha-softmax-anchor-rope", ("maha-nash-anchor-rope",), "full-rope"),
     ("maha-nash-shared-rope", ("full-rope", "local-rope", peer.VARIANT, "maha-nash-rope"),
      "maha-softmax-rope", ("maha-nash-shared-rope",), "full-rope"),
+    ("maha-nash-fine-rope", ("full-rope", "local-rope", peer.VARIANT, "maha-nash-rope"),
+     "maha-softmax-rope", ("maha-nash-fine-rope",), "full-rope"),
 )  # fmt: skip
 
 

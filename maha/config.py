@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aggregation.validation import check_choice, check_int, check_positive, describe
+from aggregation.validation import check_choice, check_int, check_positive, check_real, describe
 
 __all__ = [
     "DECOMPOSITIONS",
@@ -68,6 +68,7 @@ _LAYER_RULES: dict[str, Callable[[Any, str], Any]] = {
     "strategy": lambda value, name: check_choice(value, name, STRATEGIES),
     "decomposition": lambda value, name: check_choice(value, name, DECOMPOSITIONS),
     "mu": check_positive,
+    "fine_bias": check_real,
     "utility_eps": check_positive,
     "solver_tol": _optional(check_positive),
     "solver_max_iter": _optional(lambda value, name: check_int(value, name, minimum=1)),
@@ -100,8 +101,9 @@ def validate_layer_args(**fields: Any) -> dict[str, Any]:
     ``num_scales`` integers ``>= 1`` and ``d_model`` divisible by ``num_heads``
     (when both are given); ``ratio >= 2``; ``window`` None or ``>= 1``;
     ``strategy`` in :data:`STRATEGIES`; ``decomposition`` in
-    :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``solver_tol`` None
-    or ``> 0``; ``solver_max_iter`` None or ``>= 1``; ``dropout`` in ``[0, 1)``;
+    :data:`DECOMPOSITIONS`; ``mu``, ``utility_eps`` ``> 0``; ``fine_bias`` a finite
+    number; ``solver_tol`` None or ``> 0``; ``solver_max_iter`` None or ``>= 1``;
+    ``dropout`` in ``[0, 1)``;
     ``rotary`` a bool, True only with an even head width ``d_model / num_heads``
     (when both are given); ``shared_qk``, ``global_coarsest``, ``gating``,
     ``asymmetric``, ``learn_mu``, ``bias``, ``causal``, ``anchor_fine`` bools.
@@ -162,6 +164,9 @@ class MAHAConfig:
             ``m_h = softplus(.) + 1e-3 > 0`` initialised to 1 (so ``mu_h > 0`` and
             the game stays strongly monotone); False: ``mu_h = mu`` fixed.
         utility_eps: eps > 0 in ``a = softplus(.) + eps`` (keeps x* != 0).
+        fine_bias: initial preference for the finest scale: added to scale 0's utility
+            bias (game and convex strategies) or logit (softmax) at initialisation only;
+            0 starts every scale alike (:class:`maha.fusion.ScaleFusion`).
         solver_tol: tolerance passed to the solvers (regret relative to the
             game's payoff unit ``ScaleGame.payoff_unit()`` for the game; KKT
             residual for "convex"); None: the solver's default,
@@ -202,6 +207,7 @@ class MAHAConfig:
     asymmetric: bool = False
     learn_mu: bool = False
     utility_eps: float = 1e-3
+    fine_bias: float = 0.0
     solver_tol: float | None = None
     solver_max_iter: int | None = None
     dropout: float = 0.0
@@ -228,6 +234,7 @@ class MAHAConfig:
             decomposition=self.decomposition,
             mu=self.mu,
             utility_eps=self.utility_eps,
+            fine_bias=self.fine_bias,
             solver_tol=self.solver_tol,
             solver_max_iter=self.solver_max_iter,
             dropout=self.dropout,

@@ -192,6 +192,10 @@ class ScaleFusion(nn.Module):
         learn_mu: learn the shift per head, ``mu_h = mu * (softplus(.) + 1e-3)``,
             initialised to ``mu`` (game and convex strategies).
         utility_eps: eps > 0 added to the utilities.
+        fine_bias: initial preference for the finest scale (scale 0): added to its utility
+            bias ``b_{0,h}`` (game and convex strategies) or to its logit (softmax) at
+            initialisation, so the fusion starts closer to the finest scale alone; a starting
+            point, not a constraint (both stay learned). 0: every scale starts alike.
         solver_tol: tolerance of the solvers (None: their default,
             ``aggregation.tolerance.default_tol`` of the dtype: 1e-9 in float64,
             1e-5 in float32; relative to each game's payoff unit for the game
@@ -216,6 +220,7 @@ class ScaleFusion(nn.Module):
         asymmetric: bool = False,
         learn_mu: bool = False,
         utility_eps: float = 1e-3,
+        fine_bias: float = 0.0,
         solver_tol: float | None = None,
         solver_max_iter: int | None = None,
         anchor_fine: bool = False,
@@ -230,6 +235,7 @@ class ScaleFusion(nn.Module):
             strategy=strategy,
             mu=mu,
             utility_eps=utility_eps,
+            fine_bias=fine_bias,
             solver_tol=solver_tol,
             solver_max_iter=solver_max_iter,
             learn_mu=learn_mu,
@@ -242,6 +248,7 @@ class ScaleFusion(nn.Module):
         self.gating = bool(gating)
         self.mu = checked["mu"]
         self.utility_eps = checked["utility_eps"]
+        self.fine_bias = checked["fine_bias"]
         self.solver_tol = checked["solver_tol"]
         self.solver_max_iter = checked["solver_max_iter"]
         self.asymmetric = bool(asymmetric)
@@ -254,7 +261,9 @@ class ScaleFusion(nn.Module):
             # a_l = softplus(<u, o_l> + b) + eps; softplus(b0) = 1 at initialisation.
             self.utility_weight = nn.Parameter(torch.randn(L, H, dh, **factory) * 0.02)
             inv_softplus_one = math.log(math.expm1(1.0))
-            self.utility_bias = nn.Parameter(torch.full((L, H), inv_softplus_one, **factory))
+            bias = torch.full((L, H), inv_softplus_one, **factory)  # (L, H)
+            bias[0] += self.fine_bias
+            self.utility_bias = nn.Parameter(bias)
             self.beta_raw = nn.Parameter(torch.full((H,), inv_softplus_one, **factory))
             if self.asymmetric:
                 self.skew = nn.Parameter(torch.zeros(H, L, L, **factory))
@@ -265,7 +274,9 @@ class ScaleFusion(nn.Module):
                 raw = math.log(math.expm1(1.0 - TAU_FLOOR))
                 self.tau_raw = nn.Parameter(torch.full((H,), raw, **factory))
         if self.strategy == "softmax":
-            self.logits = nn.Parameter(torch.zeros(L, **factory))
+            logits = torch.zeros(L, **factory)  # (L,)
+            logits[0] = self.fine_bias
+            self.logits = nn.Parameter(logits)
         if self.gating and L > 1:
             bound = 1.0 / math.sqrt(2 * dh)
             self.gate_weight = nn.Parameter(
@@ -284,7 +295,7 @@ class ScaleFusion(nn.Module):
         """The fusion of a layer built from ``config``: its scale, head, strategy and solver fields.
 
         ``L = num_scales``, ``H = n_head``, ``d_h = d_model // n_head``; ``strategy``,
-        ``gating``, ``mu``, ``asymmetric``, ``learn_mu``, ``utility_eps``,
+        ``gating``, ``mu``, ``asymmetric``, ``learn_mu``, ``utility_eps``, ``fine_bias``,
         ``solver_tol``, ``solver_max_iter`` and ``anchor_fine`` as in the config
         (:class:`maha.MAHAConfig`).
         """
@@ -299,6 +310,7 @@ class ScaleFusion(nn.Module):
             asymmetric=config.asymmetric,
             learn_mu=config.learn_mu,
             utility_eps=config.utility_eps,
+            fine_bias=config.fine_bias,
             solver_tol=config.solver_tol,
             solver_max_iter=config.solver_max_iter,
             anchor_fine=config.anchor_fine,
@@ -535,4 +547,5 @@ class ScaleFusion(nn.Module):
             f"strategy={self.strategy!r}, gating={self.gating}, mu={self.mu}, "
             f"asymmetric={self.asymmetric}, learn_mu={self.learn_mu}"
             + (", anchor_fine=True" if self.anchor_fine else "")
+            + (f", fine_bias={self.fine_bias}" if self.fine_bias else "")
         )

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the finest scale added with weight one; the fusion weighs the coarser scales",
     )
     m.add_argument(
+        "--fine-bias",
+        type=float,
+        default=0.0,
+        help="initial preference of the fusion for the finest scale (utility bias or logit)",
+    )
+    m.add_argument(
         "--shared-qk",
         action="store_true",
         help="one query/key projection for every scale (fewer parameters, same FLOPs)",
@@ -153,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         learn_mu=args.learn_mu,
         rotary=args.rotary,
         anchor_fine=args.anchor_fine,
+        fine_bias=args.fine_bias,
         shared_qk=args.shared_qk,
         dropout=args.dropout,
         ffn_mult=args.ffn_mult,
