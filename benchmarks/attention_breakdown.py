@@ -16,6 +16,9 @@ its verdicts, all from one run:
   reported as the rest. No profiler: ``torch.profiler`` inflates small ops and, on the
   machines we measured, changes the allocator's state (thousands of page faults per step
   where the unprofiled layer has none);
+* what each module and each stage keeps for its backward: the distinct storages that go
+  through ``save_for_backward`` in one forward (``torch.autograd.graph.saved_tensors_hooks``;
+  tensors that a backward closure holds otherwise are not seen), in MiB;
 * with ``--compile``, the same fwd+bwd times after ``torch.compile`` (inductor; minutes).
 
 Writes ``attention_breakdown.json`` and ``attention_breakdown.md`` to ``benchmarks/results/``.
@@ -111,6 +114,20 @@ def timings(jobs: dict, reps: int) -> dict[str, float]:
     return {name: 1e3 * statistics.median(v) for name, v in samples.items()}
 
 
+def saved_mib(job) -> float:
+    """MiB of the distinct storages that one run of ``job`` saves for backward."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        job()
+    return sum(storages.values()) / 2**20
+
+
 def _backward(outs, cotangents) -> None:
     torch.autograd.backward(list(outs), list(cotangents))
 
@@ -160,12 +177,16 @@ def stage_jobs(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor) -
     return jobs
 
 
-def stages(layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor, reps: int) -> dict:
-    """Median fwd+bwd ms of the whole layer and of each stage, and the rest."""
+def stages(
+    layer: maha.MAHAAttention, x: torch.Tensor, grad: torch.Tensor, reps: int
+) -> tuple[dict, dict]:
+    """Median fwd+bwd ms of the whole layer and of each stage, and the rest; and the MiB
+    that each stage saves for its backward (:func:`saved_mib`)."""
     jobs = {"layer": _step(layer, x, grad), **stage_jobs(layer, x, grad)}
     times = timings(jobs, reps)
     total = times.pop("layer")
-    return {"layer": total, **times, "rest": total - sum(times.values())}
+    saved = {name: saved_mib(job) for name, job in jobs.items()}
+    return {"layer": total, **times, "rest": total - sum(times.values())}, saved
 
 
 def markdown(report: dict) -> str:
@@ -182,11 +203,12 @@ def markdown(report: dict) -> str:
             else "."
         ),
         "",
-        "| module | fwd+bwd (ms) | vs SDPA |",
-        "| --- | ---: | ---: |",
+        "| module | fwd+bwd (ms) | vs SDPA | saved for backward (MiB) |",
+        "| --- | ---: | ---: | ---: |",
     ]
+    saved, stage_saved = report["saved_mib"], report["stage_saved_mib"]
     for name, ms in t.items():
-        lines.append(f"| {name} | {ms:.1f} | {t['sdpa'] / ms:.2f}x |")
+        lines.append(f"| {name} | {ms:.1f} | {t['sdpa'] / ms:.2f}x | {saved[name]:.1f} |")
     lines += [
         "",
         f"Solving the scale game costs {t['maha-nash'] - t['maha-mean']:.1f} ms on top of the "
@@ -195,16 +217,20 @@ def markdown(report: dict) -> str:
         "",
         "The maha-nash layer's forward + backward by stage (each timed on its own, no "
         "profiler; the rest is what the stages do not account for: autograd's sums of the "
-        "gradients that meet, inputs no longer in cache):",
+        "gradients that meet, inputs no longer in cache). Saved: what the stage keeps for its "
+        "backward, its own inputs included (a tensor that two stages keep counts in both, once "
+        "in the layer):",
         "",
-        "| stage | fwd+bwd ms | share of the layer |",
-        "| --- | ---: | ---: |",
+        "| stage | fwd+bwd ms | share of the layer | saved MiB |",
+        "| --- | ---: | ---: | ---: |",
     ]
     st = report["stages_ms"]
     for name, ms in st.items():
-        if name != "layer":
-            lines.append(f"| {name} | {ms:.1f} | {100 * ms / st['layer']:.0f}% |")
-    lines.append(f"| the layer | {st['layer']:.1f} | 100% |")
+        if name not in ("layer", "rest"):
+            share = 100 * ms / st["layer"]
+            lines.append(f"| {name} | {ms:.1f} | {share:.0f}% | {stage_saved[name]:.1f} |")
+    lines.append(f"| rest | {st['rest']:.1f} | {100 * st['rest'] / st['layer']:.0f}% | |")
+    lines.append(f"| the layer | {st['layer']:.1f} | 100% | {stage_saved['layer']:.1f} |")
     if "compiled_time_ms" in report:
         lines += ["", "torch.compile (inductor):", "", "| module | eager ms | compiled ms |"]
         lines.append("| --- | ---: | ---: |")
@@ -244,7 +270,10 @@ def main(argv: list[str] | None = None) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         jobs = {name: _step(m, x, grad) for name, m in modules.items()}
         report["time_ms"] = timings(jobs, args.reps)
-        report["stages_ms"] = stages(modules["maha-nash"], x, grad, args.reps)
+        report["saved_mib"] = {name: saved_mib(job) for name, job in jobs.items()}
+        report["stages_ms"], report["stage_saved_mib"] = stages(
+            modules["maha-nash"], x, grad, args.reps
+        )
         if args.compile:
             start = time.perf_counter()
             compiled = {name: _step(torch.compile(m), x, grad) for name, m in modules.items()}
