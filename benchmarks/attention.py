@@ -414,7 +414,12 @@ def markdown(report: dict) -> str:
         f"local windows: {cfg['local_path']}, "
         + (f"fusion kernels: {cfg['fusion_kernels']}, " if cfg.get("fusion_kernels") else "")
         + f"threads={cfg['threads']}. "
-        f"Generated {report['generated']} on {report['machine']}.",
+        f"Generated {report['generated']} on {report['machine']}"
+        + (
+            f", 1-minute load {report['load_average'][0]:.2f} before the run."
+            if report.get("load_average")
+            else "."
+        ),
         "",
         "| length | core FLOPs saved | layer FLOPs saved | fwd MAHA / SDPA (ms) | fwd speed-up "
         "| fwd+bwd MAHA / SDPA (ms) | fwd+bwd speed-up | peak MiB MAHA / SDPA (RSS) "
@@ -609,6 +614,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    # the machine's 1-, 5- and 15-minute load before the run: on a shared machine the
+    # ratios move with it (see the README)
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     rows = []
     for n in args.lengths:
         row: dict[str, object] = {"length": n, "flops": flops(args, n)}
@@ -677,6 +685,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
         # the CPU model: SDPA's speed, and so every ratio, differs between models
         "machine": f"{platform.machine()} ({machine()['cpu']})"
         + f", torch {torch.__version__}, python {sys.version.split()[0]}",
+        "load_average": load_before,
         "command": "python benchmarks/attention.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "config": config,
