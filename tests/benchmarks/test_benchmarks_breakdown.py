@@ -34,6 +34,6 @@ def test_attention_breakdown_quick(tmp_path):
     assert "| maha-nash |" in (tmp_path / "attention_breakdown.md").read_text()
     saved, stage_saved = report["saved_mib"], report["stage_saved_mib"]
     assert set(saved) == {"sdpa", "maha-mean", "maha-nash"} and min(saved.values()) > 0
-    assert saved["maha-nash"] == stage_saved["layer"]  # the same layer, the same storages
+    assert set(stage_saved) == set(st) - {"layer", "rest"}  # the layer's is saved["maha-nash"]
     # stages keep their own inputs too, so their sum is at least the layer's own
-    assert sum(v for k, v in stage_saved.items() if k != "layer") >= stage_saved["layer"]
+    assert sum(stage_saved.values()) >= saved["maha-nash"]
